@@ -1,0 +1,140 @@
+"""The genvpt pipeline as a Prefect flow, derived from dvc.yaml so the two can never disagree.
+
+Design (docs/architecture.md, "DVC and Prefect"): dvc.yaml is the single definition of the stages. This flow reads
+the stage graph from DVC, orders it topologically (ties broken by dvc.yaml order), and runs each stage as a Prefect
+task that calls DVC's own ``reproduce(stage, single_item=True)``. So
+
+* the stage code that runs is exactly the ``cmd`` in dvc.yaml (the same ``python -m stages.<name>`` entry points);
+* DVC decides whether a stage is stale (deps, params, outs), writes dvc.lock, and after a Prefect run
+  ``dvc status`` shows every stage it ran as up to date;
+* a second run with nothing changed does no stage work: every task reports "up to date";
+* Prefect adds retries (count and delay from ``params.prefect``), logs, a progress artifact, scheduling (``--serve``)
+  and the report table as an artifact. Prefect's own result cache is off (DVC owns caching).
+
+Stages run one at a time: DVC holds a repository lock, so parallel ``reproduce`` calls in one checkout would fail.
+Scale out with one checkout per worker (see docs/architecture.md).
+
+    python -m flows.pipeline                      # whole pipeline
+    python -m flows.pipeline --stages prepare     # a stage and everything upstream of it
+    python -m flows.pipeline --serve --cron "0 3 * * *"   # scheduled (needs `prefect server start`)
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.cache_policies import NO_CACHE
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _ensure_python_on_path() -> None:
+    """Stage commands say ``python -m stages.x``: make that the interpreter running this flow."""
+    bindir = str(Path(sys.executable).parent)
+    if os.environ.get("PATH", "").split(os.pathsep)[0] != bindir:
+        os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
+
+
+def stage_order(root: str | os.PathLike = ROOT, targets: Optional[list[str]] = None) -> list[str]:
+    """Names of dvc.yaml's stages (expanded foreach/matrix names included), dependencies first.
+
+    With ``targets``, only those stages and everything upstream of them.
+    """
+    import networkx as nx
+    from dvc.repo import Repo
+
+    with contextlib.chdir(root), Repo(str(root)) as repo:  # DVC resolves stage paths against the cwd
+        graph = repo.index.graph  # edge: stage -> a stage it depends on
+        stages = list(repo.index.stages)
+        position = {s: i for i, s in enumerate(stages)}
+        names = {s: s.name for s in stages}
+        if targets:
+            wanted = set()
+            by_name = {n: s for s, n in names.items()}
+            for t in targets:
+                matches = [s for n, s in by_name.items() if n == t or n.startswith(t + "@")]
+                if not matches:
+                    raise ValueError(f"no stage named {t!r} in dvc.yaml; stages: {', '.join(sorted(by_name))}")
+                for s in matches:
+                    wanted |= {s} | nx.descendants(graph, s)
+            graph = graph.subgraph(wanted)
+        order = nx.lexicographical_topological_sort(graph.reverse(copy=True), key=lambda s: position[s])
+        return [names[s] for s in order]
+
+
+@task(name="dvc-stage", cache_policy=NO_CACHE, task_run_name="{name}")
+def run_stage(name: str, root: str) -> dict:
+    """Reproduce one DVC stage (only if DVC finds it stale)."""
+    from dvc.repo import Repo
+
+    logger = get_run_logger()
+    _ensure_python_on_path()
+    t0 = time.perf_counter()
+    with contextlib.chdir(root), Repo(root) as repo:  # tasks run one at a time, so chdir is safe here
+        ran = repo.reproduce(name, single_item=True)
+    seconds = time.perf_counter() - t0
+    did_work = bool(ran)
+    logger.info("stage %s: %s (%.1fs)", name, "ran" if did_work else "up to date, skipped", seconds)
+    return {"stage": name, "ran": did_work, "seconds": round(seconds, 3)}
+
+
+@flow(name="genvpt-pipeline", log_prints=False)
+def pipeline(stages: Optional[list[str]] = None, root: str = str(ROOT)) -> list[dict]:
+    """Run the dvc.yaml pipeline (or ``stages`` and their upstream) stage by stage with retries."""
+    from genvpt.config import load_params
+
+    logger = get_run_logger()
+    params = load_params(Path(root) / "params.yaml")  # validated before anything runs
+    order = stage_order(root, stages)
+    logger.info("stages in order: %s", ", ".join(order))
+    runner = run_stage.with_options(
+        retries=params.prefect.retries, retry_delay_seconds=params.prefect.retry_delay_seconds
+    )
+    progress = create_progress_artifact(progress=0.0, key="genvpt-pipeline-progress", description="stages done (%)")
+    results = []
+    for i, name in enumerate(order):
+        results.append(runner(name, root))
+        update_progress_artifact(progress, progress=100.0 * (i + 1) / len(order))
+    _publish_report(root, logger)
+    ran = [r["stage"] for r in results if r["ran"]]
+    logger.info("done: %d stage(s) ran (%s), %d up to date", len(ran), ", ".join(ran) or "none", len(results) - len(ran))
+    return results
+
+
+def _publish_report(root: str, logger) -> None:
+    """Publish the report table as a Prefect artifact when the report stage has produced one."""
+    table = Path(root) / "data" / "scores" / "metrics.parquet"
+    if not table.is_file():
+        return
+    try:
+        from genvpt.report import publish_report_artifact
+    except ImportError:
+        return
+    import pyarrow.parquet as pq
+
+    publish_report_artifact(pq.read_table(table).to_pylist())
+    logger.info("published the metrics table as a Prefect artifact")
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    ap = argparse.ArgumentParser(description="Run the genvpt DVC pipeline as a Prefect flow.")
+    ap.add_argument("--stages", nargs="*", default=None, help="stages to run (with their upstream); default all")
+    ap.add_argument("--serve", action="store_true", help="serve the flow as a scheduled deployment")
+    ap.add_argument("--cron", default="0 3 * * *", help="schedule for --serve")
+    args = ap.parse_args(argv)
+    _ensure_python_on_path()
+    if args.serve:
+        pipeline.serve(name="genvpt-nightly", cron=args.cron, parameters={"stages": args.stages})
+    else:
+        pipeline(stages=args.stages)
+
+
+if __name__ == "__main__":
+    main()

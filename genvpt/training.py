@@ -1,0 +1,133 @@
+"""Small training utilities shared by every training stage: seeding, resumable checkpoints, LR schedules, curves.
+
+Training loops stay in their own modules (one readable loop per family); this file holds what they share.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+import random
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+import torch
+
+from .checkpoint import CheckpointError, load_file
+from .io import atomic_path
+
+log = logging.getLogger(__name__)
+
+__all__ = ["seed_everything", "TrainCheckpoint", "cosine_lambda", "write_curve", "count_parameters", "peak_memory_mb"]
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed python, numpy and torch; return a torch Generator seeded the same way."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    g = torch.Generator()
+    g.manual_seed(seed)
+    return g
+
+
+class TrainCheckpoint:
+    """Resumable training state in one file, written atomically every ``every`` steps.
+
+    Holds model, optimizer and scheduler state, the step, torch RNG state and any extra JSON-able metadata.
+    Loading uses ``weights_only=True``.
+
+        ckpt = TrainCheckpoint("data/x/train_state.pt", every=100)
+        start = ckpt.resume(model, opt, sched)        # 0 when there is nothing to resume
+        for step in range(start, total):
+            ...
+            ckpt.maybe_save(step + 1, model, opt, sched, history=history)
+    """
+
+    def __init__(self, path: str | os.PathLike, every: int = 100):
+        self.path = Path(path)
+        self.every = max(1, int(every))
+        self.extra: dict[str, Any] = {}
+
+    def save(self, step: int, model: torch.nn.Module, optimizer=None, scheduler=None, **extra: Any) -> None:
+        state = {
+            "step": int(step),
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict() if optimizer is not None else {},
+            "scheduler": scheduler.state_dict() if scheduler is not None else {},
+            "torch_rng": torch.get_rng_state(),
+            "extra": extra,
+        }
+        with atomic_path(self.path) as tmp:
+            torch.save(state, tmp)
+        log.debug("saved training checkpoint at step %d to %s", step, self.path)
+
+    def maybe_save(self, step: int, model, optimizer=None, scheduler=None, **extra: Any) -> bool:
+        if step % self.every == 0:
+            self.save(step, model, optimizer, scheduler, **extra)
+            return True
+        return False
+
+    def resume(self, model: torch.nn.Module, optimizer=None, scheduler=None) -> int:
+        """Load the saved state into the given objects; return the step to continue from (0 if none)."""
+        if not self.path.exists():
+            return 0
+        state = load_file(self.path)
+        try:
+            model.load_state_dict(state["model"])
+            if optimizer is not None and state.get("optimizer"):
+                optimizer.load_state_dict(state["optimizer"])
+            if scheduler is not None and state.get("scheduler"):
+                scheduler.load_state_dict(state["scheduler"])
+            torch.set_rng_state(state["torch_rng"])
+        except (KeyError, RuntimeError, ValueError) as err:
+            raise CheckpointError(
+                f"cannot resume from {self.path}: {err}. Delete the file to start training from scratch."
+            ) from err
+        self.extra = dict(state.get("extra", {}))
+        log.info("resuming from %s at step %d", self.path, state["step"])
+        return int(state["step"])
+
+    def remove(self) -> None:
+        if self.path.exists():
+            self.path.unlink()
+
+
+def cosine_lambda(total_steps: int, warmup_steps: int = 0, min_ratio: float = 0.0):
+    """LR multiplier for ``torch.optim.lr_scheduler.LambdaLR``: linear warm-up then cosine to ``min_ratio``."""
+
+    def fn(step: int) -> float:
+        if warmup_steps > 0 and step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return fn
+
+
+def write_curve(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]]) -> Path:
+    """Write rows (dicts with the same keys, e.g. step/loss) as CSV for ``dvc plots``; atomic."""
+    rows = list(rows)
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="") as fh:
+            if rows:
+                writer = csv.DictWriter(fh, fieldnames=list(rows[0].keys()))
+                writer.writeheader()
+                writer.writerows(rows)
+    return Path(path)
+
+
+def count_parameters(module: torch.nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+def peak_memory_mb(device: torch.device | str | None = None) -> float:
+    """Peak memory of this process in MiB: CUDA peak allocated on GPU, max RSS on CPU."""
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    if dev.type == "cuda" and torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated(dev) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

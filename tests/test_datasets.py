@@ -1,0 +1,103 @@
+"""Datasets: determinism, balance, captions agreeing with attributes, digits, few-shot selection."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from genvpt.config import SHAPE_CLASSES, DatasetParams, validate_params
+from genvpt.datasets import build_dataset, select_items
+from genvpt.datasets.shapes import COLOURS, POSITIONS, ShapesDataset, caption_for
+
+
+def _pixels(rec):
+    return np.asarray(rec.image, dtype=np.uint8)
+
+
+def test_shapes_same_seed_same_bytes_other_seed_differs():
+    a = ShapesDataset(32, "textured", 3, seed=5)
+    b = ShapesDataset(32, "textured", 3, seed=5)
+    c = ShapesDataset(32, "textured", 3, seed=6)
+    ra, rb, rc = list(a), list(b), list(c)
+    assert all(np.array_equal(_pixels(x), _pixels(y)) and x.caption == y.caption for x, y in zip(ra, rb))
+    assert sum(not np.array_equal(_pixels(x), _pixels(y)) for x, y in zip(ra, rc)) > len(ra) // 2
+
+
+def test_shapes_subset_of_classes_renders_same_images():
+    full = ShapesDataset(32, "flat", 2, seed=1)
+    sub = ShapesDataset(32, "flat", 2, classes=["star", "circle"], seed=1)
+    star_full = [r for r in full if r.class_name == "star"]
+    star_sub = [r for r in sub if r.class_name == "star"]
+    assert [r.source_id for r in star_full] == [r.source_id for r in star_sub]
+    assert all(np.array_equal(_pixels(x), _pixels(y)) for x, y in zip(star_full, star_sub))
+    assert sub.class_names == ["star", "circle"] and {r.label for r in star_sub} == {0}
+
+
+def test_shapes_class_balance_and_size():
+    ds = ShapesDataset(24, "outlined", 4, seed=0)
+    recs = list(ds)
+    assert len(recs) == 4 * len(SHAPE_CLASSES) and len(SHAPE_CLASSES) >= 10
+    counts = np.bincount([r.label for r in recs])
+    assert counts.tolist() == [4] * len(SHAPE_CLASSES)
+    assert all(r.image.size == (24, 24) and r.image.mode == "RGB" for r in recs)
+
+
+def test_captions_agree_with_attributes_and_pixels():
+    ds = ShapesDataset(32, "flat", 6, seed=3)
+    for label, shape in enumerate(ds.class_names):
+        for i in range(6):
+            attrs = ds.attributes(shape, i)
+            rec = ds.make(label, i)
+            cap = caption_for(attrs)
+            assert rec.caption == cap
+            assert attrs.colour in cap and attrs.size in cap and f"{attrs.background} background" in cap
+            assert (shape in cap) if attrs.count == 1 else (shape[:4] in cap and cap.split()[0] in ("two", "three"))
+            if attrs.count == 1:
+                assert POSITIONS[attrs.positions[0]][0] in cap
+            px = _pixels(rec).reshape(-1, 3).astype(float)
+            d_fg = np.linalg.norm(px - np.array(COLOURS[attrs.colour]), axis=1)
+            d_bg = np.linalg.norm(px - np.array(COLOURS[attrs.background]), axis=1)
+            assert (d_fg < 30).sum() >= 8, cap  # the named shape colour is really drawn
+            assert (d_bg < 30).mean() > 0.3, cap  # and the named background dominates
+
+
+def test_domains_differ_in_style():
+    flat = ShapesDataset(32, "flat", 5, seed=0)
+    tex = ShapesDataset(32, "textured", 5, seed=0)
+    def n_colours(recs):  # plain backgrounds have far fewer distinct colours than patterned ones
+        return np.mean([len(np.unique(_pixels(r).reshape(-1, 3), axis=0)) for r in recs])
+    assert n_colours(list(tex)) > 1.5 * n_colours(list(flat))
+    assert all(any(t in r.caption for t in ("striped", "dotted", "checkered", "gradient")) for r in tex)
+
+
+def test_digits_dataset():
+    p = validate_params({"dataset": {"name": "digits", "image_size": 16}}).dataset
+    ds = build_dataset(p)
+    items = list(ds.items())
+    assert len(items) == 1797 and len(ds.class_names) == 10
+    rec = items[0].load()
+    assert rec.image.size == (16, 16) and rec.image.mode == "RGB" and rec.caption is None
+    assert rec.class_name == ds.class_names[rec.label]
+
+
+def test_few_shot_selection_is_seeded_and_exact():
+    p = DatasetParams(name="shapes", shapes={"images_per_class": 20}, few_shot={"images_per_class": 5, "num_classes": 4, "seed": 3})
+    ds = build_dataset(p)
+    sel = select_items(ds.items(), ds.class_names, p)
+    sel2 = select_items(build_dataset(p).items(), ds.class_names, p)
+    assert len(sel.class_names) == 4
+    counts = np.bincount([sel.label_map[it.label] for it in sel.train], minlength=4)
+    assert counts.tolist() == [5, 5, 5, 5]
+    assert [it.source_id for it in sel.train] == [it.source_id for it in sel2.train]
+    # validation keeps every remaining image of the kept classes, disjoint from train
+    assert len(sel.val) == 4 * 4  # 20 per class, val_fraction 0.2
+    assert not {it.source_id for it in sel.train} & {it.source_id for it in sel.val}
+    p3 = DatasetParams(name="shapes", shapes={"images_per_class": 20}, few_shot={"images_per_class": 5, "num_classes": 4, "seed": 4})
+    sel3 = select_items(build_dataset(p3).items(), ds.class_names, p3)
+    assert [it.source_id for it in sel3.train] != [it.source_id for it in sel.train]
+
+
+def test_few_shot_too_many_classes_is_an_error():
+    p = DatasetParams(name="digits", few_shot={"num_classes": 11})
+    ds = build_dataset(p)
+    with pytest.raises(ValueError, match="num_classes=11"):
+        select_items(ds.items(), ds.class_names, p)
