@@ -23,7 +23,7 @@ run: $(STAMP)
 	@echo
 	@echo "Results:"
 	@echo "  prepared shards + manifests : data/prepared/{source,target}/"
-	@for d in data/tokenizers data/tokens data/generators data/clip data/captions data/samples data/scores; do \
+	@for d in data/tokenizers data/tokens data/generators data/clip data/captions data/prompts data/samples scores; do \
 	  test -e $$d && echo "  $$d/"; done; true
 	@test -e report/index.html && echo "  report                      : report/index.html (also report/report.md)" || true
 	@echo "  metrics: $(BIN)/dvc metrics show    plots: $(BIN)/dvc plots show"

@@ -109,18 +109,14 @@ def pipeline(stages: Optional[list[str]] = None, root: str = str(ROOT)) -> list[
 
 
 def _publish_report(root: str, logger) -> None:
-    """Publish the report table as a Prefect artifact when the report stage has produced one."""
-    table = Path(root) / "data" / "scores" / "metrics.parquet"
-    if not table.is_file():
+    """Publish the report table as a Prefect artifact when the score stage has produced one."""
+    scores = Path(root) / "scores"
+    if not (scores / "metrics.parquet").is_file():
         return
-    try:
-        from genvpt.report import publish_report_artifact
-    except ImportError:
-        return
-    import pyarrow.parquet as pq
+    from genvpt.report import load_table_rows, publish_report_artifact
 
-    publish_report_artifact(pq.read_table(table).to_pylist())
-    logger.info("published the metrics table as a Prefect artifact")
+    publish_report_artifact(load_table_rows(scores))
+    logger.info("published the metrics table as Prefect artifacts (genvpt-metrics, genvpt-report)")
 
 
 def main(argv: Optional[list[str]] = None) -> None:

@@ -19,6 +19,9 @@ from .schema import StrictModel
 from .metrics.params import MetricsParams, ReportParams, SampleParams
 from .clip_params import ClipParams
 from .captions.params import CaptionParams
+from .prompts.params import PromptsParams
+from .generators.params import GeneratorParams
+from .tokenizers.params import TokenizerParams
 
 __all__ = [
     "ConfigError",
@@ -151,6 +154,12 @@ class Params(StrictModel):
     # captions and multi-level texts (genvpt/captions/params.py); the CLIP (genvpt/clip_params.py)
     caption: CaptionParams = CaptionParams()
     clip: ClipParams = ClipParams()
+    # prompt-tuning configurations on the frozen VAR (genvpt/prompts/params.py)
+    prompts: PromptsParams = PromptsParams()
+    # the frozen backbones AR / MaskGIT / VAR, their pretraining and sampling (genvpt/generators/params.py)
+    generator: GeneratorParams = GeneratorParams()
+    # the VQ tokenizers: taming VQGAN and VAR's multi-scale VQ-VAE (genvpt/tokenizers/params.py)
+    tokenizer: TokenizerParams = TokenizerParams()
 
 
 def _allowed_here(model: type[BaseModel], loc: tuple) -> Optional[list[str]]:

@@ -1,0 +1,65 @@
+"""params.yaml section ``caption``: which captioner writes ``captions.parquet`` and with which settings, and the
+sentence template of the multi-level tuning texts (genvpt/texts.py). Import-light (loaded by genvpt/config.py)."""
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import Field, field_validator
+
+from ..schema import StrictModel
+
+__all__ = ["LavisParams", "CaptionParams"]
+
+
+class LavisParams(StrictModel):
+    """The ``lavis`` backend: LAVIS's BLIP-2 in its own environment (``make lavis-env``), run as a subprocess."""
+
+    python: str = ".venv-lavis/bin/python"  # the interpreter of the LAVIS environment
+    name: str = "blip2_opt"  # LAVIS model name
+    model_type: str = "caption_coco_opt2.7b"  # LAVIS model type
+    # a local BLIP-2 checkpoint (.pth) replacing the URL in LAVIS's model config; null = LAVIS's own cache/URL
+    checkpoint: Optional[str] = None
+    use_nucleus_sampling: bool = False
+    top_p: float = Field(default=0.9, gt=0.0, le=1.0)
+
+
+class CaptionParams(StrictModel):
+    """The caption stage. ``backend``: ``dataset`` (captions already in the prepared shards: the offline default),
+    ``transformers`` (BLIP-2 via Blip2ForConditionalGeneration) or ``lavis`` (LAVIS ``blip2_opt``)."""
+
+    backend: Literal["dataset", "transformers", "lavis"] = "dataset"
+    # transformers backend: a Hugging Face model id (needs the hub or its cache) or a local save_pretrained directory
+    model: str = "Salesforce/blip2-opt-2.7b"
+    local_files_only: bool = False  # never contact the Hugging Face hub (transformers, and lavis via HF_HUB_OFFLINE)
+    prompt: str = ""  # text prompt after the image tokens (e.g. "a photo of"); stripped from the captions
+    num_beams: int = Field(default=5, ge=1)
+    max_new_tokens: int = Field(default=30, ge=1)
+    min_new_tokens: int = Field(default=1, ge=0)
+    repetition_penalty: float = Field(default=1.0, gt=0.0)
+    length_penalty: float = 1.0
+    batch_size: int = Field(default=16, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"  # auto: float16 on cuda, float32 on cpu
+    flush_every: int = Field(default=256, ge=1)  # captions per partial write (what a crash can lose at most)
+    splits: list[Literal["train", "val"]] = Field(default_factory=lambda: ["train", "val"])
+    # multi-level texts: the sentence level (genvpt/texts.py); {class_name} is replaced by the class name
+    sentence_template: str = "a photo of {class_name}"
+    lavis: LavisParams = LavisParams()
+
+    @field_validator("sentence_template")
+    @classmethod
+    def _has_placeholder(cls, v: str) -> str:
+        if "{class_name}" not in v:
+            raise ValueError("sentence_template must contain '{class_name}'")
+        try:
+            v.format(class_name="x")
+        except (KeyError, IndexError, ValueError) as err:
+            raise ValueError(f"sentence_template is not a valid format string with only {{class_name}}: {err}") from None
+        return v
+
+    @field_validator("splits")
+    @classmethod
+    def _non_empty(cls, v: list[str]) -> list[str]:
+        if not v or len(set(v)) != len(v):
+            raise ValueError("splits must be a non-empty list of distinct split names")
+        return v

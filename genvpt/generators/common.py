@@ -1,0 +1,169 @@
+"""What the three generator families truly share: a pre-allocated KV cache, logit filtering and sampling.
+
+The transformer blocks themselves differ between the families (their official checkpoints name and pack the
+weights differently: taming's separate key/query/value, MaskGIT's packed ``in_proj``, VAR's ``mat_qkv`` with
+q/v biases and AdaLN), so each family keeps its own block in its own file and calls :func:`attend` here.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, Callable, Optional
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "sampling",
+    "KVCache",
+    "attend",
+    "filter_logits",
+    "sample_logits",
+    "categorical",
+    "gumbel_noise",
+    "pick_device",
+]
+
+
+def _plain(x: Any) -> Any:
+    if torch.is_tensor(x):
+        return x.clone()
+    if isinstance(x, (list, tuple)):
+        return type(x)(_plain(v) for v in x)
+    return x
+
+
+def sampling(fn: Callable) -> Callable:
+    """Run a sampler under ``torch.inference_mode()`` and hand back ordinary tensors (clones made outside it), so
+    samples can be used as training targets or saved without "inference tensor" errors."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with torch.inference_mode():
+            out = fn(*args, **kwargs)
+        return _plain(out)
+
+    return wrapper
+
+
+class KVCache:
+    """Keys and values of one attention layer, pre-allocated for ``max_len`` positions.
+
+    ``update(k, v)`` writes ``[B, H, T, D]`` at the current position and returns the keys/values so far.
+    """
+
+    def __init__(self, max_len: int):
+        self.max_len = int(max_len)
+        self.k: Optional[torch.Tensor] = None
+        self.v: Optional[torch.Tensor] = None
+        self.pos = 0
+
+    def update(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        B, H, T, D = k.shape
+        if self.k is None:
+            self.k = k.new_empty(B, H, self.max_len, D)
+            self.v = v.new_empty(B, H, self.max_len, v.shape[-1])
+        if self.pos + T > self.max_len:
+            raise RuntimeError(f"KV cache full: {self.pos} + {T} > {self.max_len} positions")
+        self.k[:, :, self.pos:self.pos + T] = k
+        self.v[:, :, self.pos:self.pos + T] = v
+        self.pos += T
+        return self.k[:, :, :self.pos], self.v[:, :, :self.pos]
+
+
+def attend(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    attn_mask: Optional[torch.Tensor] = None,
+    causal: bool = False,
+    dropout_p: float = 0.0,
+    scale: Optional[float] = None,
+) -> torch.Tensor:
+    """Scaled dot-product attention on ``[B, H, T, D]`` (torch SDPA picks the fused kernel it can).
+
+    ``causal`` with a query chunk shorter than the keys (cached decoding) aligns the chunk to the END of the keys.
+    """
+    Tq, Tk = q.shape[-2], k.shape[-2]
+    if causal and Tq != Tk:
+        if Tq == 1:
+            causal = False  # one new query sees every cached key
+        else:
+            offset = Tk - Tq
+            rows = torch.arange(Tq, device=q.device)[:, None] + offset
+            cols = torch.arange(Tk, device=q.device)[None, :]
+            attn_mask = (cols <= rows) if attn_mask is None else attn_mask & (cols <= rows)
+            causal = False
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=causal, scale=scale)
+
+
+def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 0.0) -> torch.Tensor:
+    """Keep the ``top_k`` largest logits and the smallest set whose probability reaches ``top_p``; others -> -inf.
+
+    ``top_k <= 0`` and ``top_p <= 0`` (or >= 1) switch a filter off. Works on ``[..., V]``; returns a new tensor.
+    """
+    V = logits.shape[-1]
+    out = logits
+    if top_k and 0 < top_k < V:
+        kth = torch.topk(out, top_k, dim=-1).values[..., -1:]
+        out = out.masked_fill(out < kth, float("-inf"))
+    if top_p and 0.0 < top_p < 1.0:
+        sorted_logits, sorted_idx = torch.sort(out, dim=-1, descending=True)
+        probs = sorted_logits.softmax(dim=-1)
+        # drop a token when the tokens ranked above it already reach top_p (the top token always stays)
+        remove_sorted = (probs.cumsum(dim=-1) - probs) >= top_p
+        remove = torch.zeros_like(remove_sorted).scatter(-1, sorted_idx, remove_sorted)
+        out = out.masked_fill(remove, float("-inf"))
+    return out
+
+
+def sample_logits(
+    logits: torch.Tensor,
+    *,
+    generator: Optional[torch.Generator] = None,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 0.0,
+) -> torch.Tensor:
+    """Draw one index per row of ``[..., V]`` logits; ``temperature == 0`` is greedy (argmax)."""
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = filter_logits(logits.float() / temperature, top_k, top_p)
+    return categorical(logits.softmax(dim=-1), generator=generator)
+
+
+def categorical(probs: torch.Tensor, *, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """One draw per row of ``[..., V]`` probabilities by inverse-CDF search: one uniform per row, a cumulative sum
+    and a binary search (several times faster than ``torch.multinomial`` on CPU for large V). Zero-probability
+    entries are never drawn."""
+    flat = probs.reshape(-1, probs.shape[-1])
+    cdf = flat.cumsum(dim=-1)
+    u = torch.rand(flat.shape[0], 1, generator=generator, device=flat.device, dtype=cdf.dtype) * cdf[:, -1:]
+    idx = torch.searchsorted(cdf, u, right=True).clamp_max_(flat.shape[-1] - 1)
+    return idx.view(probs.shape[:-1])
+
+
+def gumbel_noise(like: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """Standard Gumbel noise shaped like ``like`` (float32), drawn from ``generator``."""
+    u = torch.rand(like.shape, generator=generator, device=like.device, dtype=torch.float32)
+    return -torch.log(-torch.log(u.clamp_(1e-20, 1.0)).clamp_(min=1e-20))
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """``auto`` -> cuda when available else cpu; otherwise the named device (an error if cuda is asked for but absent)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("params ask for device 'cuda' but torch sees no CUDA device; use 'auto' or 'cpu'")
+    return dev
+
+
+def trunc_normal_(t: torch.Tensor, std: float) -> torch.Tensor:
+    return torch.nn.init.trunc_normal_(t, mean=0.0, std=std, a=-2 * std, b=2 * std)
+
+
+def cosine_mask_rate(r: torch.Tensor) -> torch.Tensor:
+    """MaskGIT's cosine schedule gamma(r) = cos(pi r / 2): the fraction of tokens masked at progress r in [0, 1]."""
+    return torch.cos(r * (math.pi / 2))

@@ -1,0 +1,137 @@
+"""The evaluation sections of params.yaml: ``sample`` (what is sampled), ``metrics`` (how it is scored) and
+``report`` (how it is shown). Import-light on purpose: genvpt/config.py imports this module."""
+from __future__ import annotations
+
+import re
+from typing import Any, Literal, Optional
+
+from pydantic import Field, field_validator, model_validator
+
+from ..schema import StrictModel
+
+__all__ = ["SampleConfig", "SampleParams", "MetricsParams", "ReportParams"]
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+
+
+class SampleConfig(StrictModel):
+    """One model configuration to sample from (one row of the report)."""
+
+    name: str  # directory name under data/samples and the row label in the report
+    # sampler kind (genvpt.sampling.SAMPLERS): backbone = frozen generator + tokenizer; prompt = a trained prompt
+    # configuration (genvpt.prompts.sampler), whose file is `generator` and which names its own backbone
+    kind: Literal["backbone", "prompt"] = "backbone"
+    family: Literal["ar", "maskgit", "var"] = "var"
+    generator: Optional[str] = None  # generator model file (save_model / official checkpoint), or the prompt file
+    tokenizer: Optional[str] = None  # tokenizer model file (kind backbone)
+    sampling: dict[str, Any] = Field(default_factory=dict)  # extra keyword arguments for sample_images (top_k, cfg...)
+    # training record (JSON: trainable_params, train_time_s, peak_memory_mb, ...; kind prompt: null = the record.json
+    # next to the prompt file) and training-curve CSVs for the report
+    train_record: Optional[str] = None
+    curves: list[str] = Field(default_factory=list)
+    # parameters trained for this configuration; null: from train_record, or 0 for a frozen backbone
+    trainable_params: Optional[int] = Field(default=None, ge=0)
+
+    @field_validator("name")
+    @classmethod
+    def _name_ok(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError(f"config name {v!r} must match {_NAME.pattern} (it becomes a directory name)")
+        return v
+
+    @model_validator(mode="after")
+    def _paths_for_kind(self) -> "SampleConfig":
+        if self.kind == "backbone" and (not self.generator or not self.tokenizer):
+            raise ValueError(f"config {self.name!r}: kind 'backbone' needs both generator and tokenizer paths")
+        if self.kind == "prompt" and not self.generator:
+            raise ValueError(f"config {self.name!r}: kind 'prompt' needs generator: data/prompts/<name>/model.pt")
+        return self
+
+
+def _default_configs() -> list[SampleConfig]:
+    return [
+        SampleConfig(name="ar", family="ar", generator="data/generators/ar/model.pt",
+                     tokenizer="data/tokenizers/vqgan/model.pt"),
+        SampleConfig(name="maskgit", family="maskgit", generator="data/generators/maskgit/model.pt",
+                     tokenizer="data/tokenizers/vqgan/model.pt"),
+        SampleConfig(name="var", family="var", generator="data/generators/var/model.pt",
+                     tokenizer="data/tokenizers/msvq/model.pt"),
+    ]
+
+
+class SampleParams(StrictModel):
+    """The ``sample`` section: how many images, in which batches, from which configurations."""
+
+    images_per_class: int = Field(default=20, ge=1)
+    batch_size: int = Field(default=60, ge=1)
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    # sample each configuration in its own process on CPU, so its peak memory (max RSS) is its own
+    isolate: bool = True
+    configs: list[SampleConfig] = Field(default_factory=_default_configs)
+
+    @field_validator("configs")
+    @classmethod
+    def _unique(cls, v: list[SampleConfig]) -> list[SampleConfig]:
+        names = [c.name for c in v]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"duplicate config names: {dup}")
+        return v
+
+
+class MetricsParams(StrictModel):
+    """Scoring options. Every field defaults to the embedded default's value."""
+
+    # torch-fidelity's Inception weights (weights-inception-2015-12-05-6726825d.pth). When the file exists, FID / IS /
+    # KID / precision / recall are computed in Inception space; when it does not (the offline default), the same
+    # metrics are computed in CLIP image-feature space and named FD-CLIP, IS-CLIP, KD-CLIP, precision-CLIP, recall-CLIP.
+    inception_weights: Optional[str] = None
+    # which split of the prepared target dataset the samples are compared with
+    real_split: Literal["val", "train"] = "val"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    batch_size: int = Field(default=256, ge=1)
+    fid: bool = True
+    isc: bool = True
+    kid: bool = True
+    prc: bool = True
+    isc_splits: int = Field(default=10, ge=1)
+    kid_subsets: int = Field(default=100, ge=1)
+    kid_subset_size: int = Field(default=1000, ge=2)  # lowered to the smaller set's size when needed
+    prc_neighborhood: int = Field(default=3, ge=1)
+    # CLIP score = mean over samples of weight * max(cos(image, text), 0); 100 (torchmetrics scale) or 2.5 (Hessel et al.)
+    clip_score: bool = True
+    clip_score_weight: Literal[100.0, 2.5] = 100.0
+    # conditioning text of a class-conditional sample (also the zero-shot prompt for IS-CLIP's class logits);
+    # null: the caption section's sentence_template (the sentence the prompt methods are tuned with)
+    text_template: Optional[str] = None
+    # intra-cluster diversity (Ojha et al. 2021): clusters centred on training images of the target train split
+    diversity: bool = True
+    diversity_centers_per_class: Optional[int] = Field(default=1, ge=1)  # null: every training image is a centre
+    diversity_max_per_cluster: int = Field(default=50, ge=2)
+    # LPIPS-VGG weights (torch-fidelity's weights-vgg16-lpips.pth and torchvision's vgg16-397923af.pth); when either is
+    # absent, diversity is measured as CLIP-feature cosine distance and named diversity_clip instead of diversity_lpips
+    lpips_weights: Optional[str] = None
+    lpips_vgg_weights: Optional[str] = None
+    lpips_resize: int = Field(default=256, ge=16)
+    # class accuracy of samples under a logistic-regression probe on CLIP image features of the real target train split
+    class_accuracy: bool = True
+    probe_c: float = Field(default=1.0, gt=0.0)
+    probe_max_iter: int = Field(default=1000, ge=10)
+    seed: int = 0
+
+    @field_validator("text_template")
+    @classmethod
+    def _placeholder(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None and "{class_name}" not in v:
+            raise ValueError("text_template must contain '{class_name}'")
+        return v
+
+
+class ReportParams(StrictModel):
+    """The ``report`` section: the HTML/markdown report of every scored configuration."""
+
+    title: str = "genvpt: frozen generators and prompts on the target domain"
+    grid_images_per_class: int = Field(default=6, ge=1)  # columns of each configuration's sample grid
+    grid_max_classes: int = Field(default=12, ge=1)  # rows (one class per row)
+    grid_scale: int = Field(default=2, ge=1, le=8)  # nearest-neighbour upscaling of the grid images

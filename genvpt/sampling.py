@@ -1,0 +1,306 @@
+"""Sample sets for evaluation: N seeded images per class from every model configuration in params (``sample``).
+
+A sample set is a directory torch-fidelity can read::
+
+    data/samples/<config>/images/000000.png ...   index order = label order (class 0 first)
+    data/samples/<config>/record.json            n, labels, class names, seed, sampling time / image, peak memory
+
+Each configuration names a *kind* of sampler. ``backbone`` (a frozen generator plus its tokenizer, via
+``genvpt.generators.load_backbone``) is built in; other areas register theirs with :func:`register_sampler`
+(a loader ``(config, device) -> object with sample_images(labels, *, seed, batch_size, **kw) -> uint8 [N,3,H,W]``).
+"""
+from __future__ import annotations
+
+import importlib
+import inspect
+import logging
+import math
+import multiprocessing
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from .io import atomic_dir, read_json, write_json
+from .metrics.params import SampleConfig, SampleParams
+from .training import count_parameters
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "SampleConfig",
+    "SampleParams",
+    "SAMPLERS",
+    "register_sampler",
+    "resolve_device",
+    "sample_config",
+    "run_sampling",
+    "read_sample_set",
+    "SampleSet",
+    "write_png",
+]
+
+# --------------------------------------------------------------------------------------------------------------
+# sampler registry
+
+
+def _load_backbone(cfg: SampleConfig, device: torch.device, params: Any = None):
+    """A frozen generator + tokenizer; sampling settings from params' ``generator`` section, overridden by
+    ``cfg.sampling`` at each call."""
+    from .generators import load_backbone, sample_settings
+
+    for p in (cfg.generator, cfg.tokenizer):
+        if not Path(p).is_file():
+            raise FileNotFoundError(f"config {cfg.name!r}: model file {p} not found (train it first)")
+    gp = getattr(params, "generator", None)
+    defaults = sample_settings(gp, cfg.family) if gp is not None else None
+    return load_backbone(cfg.family, cfg.generator, cfg.tokenizer, device=device, sample_defaults=defaults)
+
+
+Loader = Callable[[SampleConfig, torch.device, Any], Any]
+SAMPLERS: dict[str, Loader] = {"backbone": _load_backbone}
+
+
+# kinds whose loader lives in another area: imported (and registered) on first use
+PROVIDERS = {"prompt": "genvpt.prompts.sampler"}
+
+
+def _loader(kind: str) -> Loader:
+    if kind not in SAMPLERS and kind in PROVIDERS:
+        importlib.import_module(PROVIDERS[kind]).register()
+    if kind not in SAMPLERS:
+        raise ValueError(f"unknown sampler kind {kind!r}; registered: {sorted(SAMPLERS)}")
+    return SAMPLERS[kind]
+
+
+def _call_loader(loader: Loader, cfg: SampleConfig, device: torch.device, params: Any) -> Any:
+    """Loaders take (config, device) or (config, device, params)."""
+    try:
+        n = len(inspect.signature(loader).parameters)
+    except (TypeError, ValueError):
+        n = 3
+    return loader(cfg, device, params) if n >= 3 else loader(cfg, device)
+
+
+def register_sampler(kind: str, loader: Loader, *, replace: bool = False) -> None:
+    """Register a sampler kind: ``loader(config, device)`` or ``loader(config, device, params)`` (params: the whole
+    validated params.yaml, or None) returns an object with ``sample_images(labels, *, seed, batch_size, **kw) -> uint8 [N,3,H,W]``."""
+    if kind in SAMPLERS and not replace:
+        raise ValueError(f"sampler kind {kind!r} is already registered")
+    SAMPLERS[kind] = loader
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' requested in params but CUDA is not available")
+    return torch.device(name)
+
+
+def _model_params(sampler: Any) -> Optional[int]:
+    """Total parameters of the sampler's networks (generator + tokenizer) when they are visible."""
+    if isinstance(sampler, torch.nn.Module):
+        return count_parameters(sampler)
+    mods = {id(m): m for m in vars(sampler).values() if isinstance(m, torch.nn.Module)} if hasattr(sampler, "__dict__") else {}
+    return sum(count_parameters(m) for m in mods.values()) if mods else None
+
+
+def _conditioning_texts(sampler: Any, labels: torch.Tensor) -> Optional[list[str]]:
+    """The text each sample was conditioned on, when the sampler conditions on text (text-to-image prompt
+    configurations sample class c from ``sentences[c]``); None for class-conditional samplers (the score stage then
+    derives the text from the class name)."""
+    sentences = getattr(sampler, "sentences", None)
+    if getattr(sampler, "text_to_image", False) and sentences:
+        return [sentences[int(c)] for c in labels]
+    return None
+
+
+def write_png(path: Path, img: np.ndarray) -> None:
+    Image.fromarray(img).save(path, format="PNG", compress_level=1)
+
+
+def _chunk_seed(seed: int, chunk: int) -> int:
+    return (int(seed) * 1_000_003 + chunk) % (2**63 - 1)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# sampling one configuration
+
+
+def sample_config(
+    cfg: SampleConfig,
+    class_names: list[str],
+    params: SampleParams,
+    out_dir: str | os.PathLike,
+    *,
+    sampler: Any = None,
+    full_params: Any = None,
+    show_progress: bool = True,
+) -> dict:
+    """Sample ``images_per_class`` images of every class from ``cfg`` into ``out_dir`` (atomic); return the record."""
+    device = resolve_device(params.device)
+    t0 = time.perf_counter()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    if sampler is None:
+        sampler = _call_loader(_loader(cfg.kind), cfg, device, full_params)
+    load_s = time.perf_counter() - t0
+    num_classes = getattr(sampler, "num_classes", None)
+    if num_classes is not None and int(num_classes) < len(class_names):
+        raise ValueError(
+            f"config {cfg.name!r}: the model knows {num_classes} classes but the target has {len(class_names)}"
+        )
+    n_per = params.images_per_class
+    labels = torch.arange(len(class_names)).repeat_interleave(n_per)
+    n = len(labels)
+    bs = params.batch_size
+    n_chunks = math.ceil(n / bs)
+    sample_s = 0.0
+    shape = None
+    with atomic_dir(out_dir) as tmp:
+        img_dir = tmp / "images"
+        img_dir.mkdir()
+        with torch.inference_mode():
+            for c in tqdm(range(n_chunks), desc=f"sample {cfg.name}", unit="batch", disable=not show_progress):
+                lab = labels[c * bs:(c + 1) * bs].to(device)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                ts = time.perf_counter()
+                imgs = sampler.sample_images(lab, seed=_chunk_seed(params.seed, c), batch_size=bs, **cfg.sampling)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                sample_s += time.perf_counter() - ts
+                if not (torch.is_tensor(imgs) and imgs.dtype == torch.uint8 and imgs.dim() == 4
+                        and imgs.shape[0] == len(lab) and imgs.shape[1] == 3):
+                    raise ValueError(
+                        f"config {cfg.name!r}: sample_images must return uint8 [B,3,H,W] with B={len(lab)}, got "
+                        f"{getattr(imgs, 'dtype', type(imgs))} {tuple(getattr(imgs, 'shape', ()))}"
+                    )
+                shape = tuple(imgs.shape[1:])
+                arr = imgs.permute(0, 2, 3, 1).cpu().numpy()
+                for j, im in enumerate(arr):
+                    write_png(img_dir / f"{c * bs + j:06d}.png", im)
+        from .training import peak_memory_mb
+
+        record = {
+            "config": cfg.model_dump(mode="json"),
+            "name": cfg.name,
+            "n": n,
+            "images_per_class": n_per,
+            "class_names": list(class_names),
+            "labels": labels.tolist(),
+            "texts": _conditioning_texts(sampler, labels),
+            "seed": params.seed,
+            "batch_size": bs,
+            "image_shape": list(shape) if shape else None,
+            "device": str(device),
+            "load_time_s": load_s,
+            "sample_time_s": sample_s,
+            "sample_time_per_image_s": sample_s / max(n, 1),
+            "peak_memory_mb": peak_memory_mb(device),
+            "peak_memory_kind": "cuda_max_allocated" if device.type == "cuda" else "process_max_rss",
+            "model_params": _model_params(sampler),
+        }
+        write_json(tmp / "record.json", record)
+    log.info("%s: %d images in %.1f s (%.4f s/image), peak memory %.0f MiB", cfg.name, n, sample_s,
+             record["sample_time_per_image_s"], record["peak_memory_mb"])
+    return record
+
+
+def _sample_in_child(cfg_json: dict, class_names: list[str], params_json: dict, full_json: Optional[dict],
+                     out_dir: str) -> dict:
+    from .config import validate_params
+    from .logs import setup_logging
+
+    setup_logging()
+    full = validate_params(full_json) if full_json is not None else None
+    return sample_config(SampleConfig.model_validate(cfg_json), class_names,
+                         SampleParams.model_validate(params_json), out_dir, full_params=full)
+
+
+def run_sampling(
+    params: SampleParams,
+    class_names: list[str],
+    out_root: str | os.PathLike,
+    only: Optional[list[str]] = None,
+    *,
+    full_params: Any = None,
+) -> list[dict]:
+    """Sample every configuration (or the named ones) into ``out_root/<name>``. ``full_params`` (the whole validated
+    params) is handed to the sampler loaders (e.g. the generators' sampling settings)."""
+    if only:
+        unknown = sorted(set(only) - {c.name for c in params.configs})
+        if unknown:
+            raise ValueError(f"unknown config(s) {unknown}; params sample.configs has {[c.name for c in params.configs]}")
+    configs = [c for c in params.configs if not only or c.name in only]
+    device = resolve_device(params.device)
+    records = []
+    for cfg in configs:
+        out = Path(out_root) / cfg.name
+        if params.isolate and device.type == "cpu":
+            # a fresh process per configuration: its max RSS is this configuration's peak memory
+            full_json = full_params.model_dump(mode="json") if full_params is not None else None
+            with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+                rec = pool.submit(_sample_in_child, cfg.model_dump(mode="json"), list(class_names),
+                                  params.model_dump(mode="json"), full_json, str(out)).result()
+        else:
+            rec = sample_config(cfg, class_names, params, out, full_params=full_params)
+        records.append(rec)
+    return records
+
+
+# --------------------------------------------------------------------------------------------------------------
+# reading a sample set back
+
+
+class SampleSet:
+    """A sample set on disk: ``images`` uint8 [N,3,H,W], ``labels``, ``texts`` (or None) and the record."""
+
+    def __init__(self, directory: str | os.PathLike):
+        self.dir = Path(directory)
+        rec_path = self.dir / "record.json"
+        if not rec_path.is_file():
+            raise FileNotFoundError(f"{rec_path} not found: sample set {self.dir} is missing or incomplete")
+        self.record = read_json(rec_path)
+        self.image_dir = self.dir / "images"
+        files = sorted(self.image_dir.glob("*.png"))
+        if len(files) != self.record["n"]:
+            raise ValueError(f"{self.image_dir}: {len(files)} PNG files but record.json says n={self.record['n']}")
+        self.files = files
+
+    @property
+    def name(self) -> str:
+        return self.record["name"]
+
+    @property
+    def labels(self) -> torch.Tensor:
+        return torch.tensor(self.record["labels"], dtype=torch.long)
+
+    @property
+    def texts(self) -> Optional[list[str]]:
+        return self.record.get("texts")
+
+    def load_images(self) -> torch.Tensor:
+        return load_png_files(self.files)
+
+
+def load_png_files(files: list[Path]) -> torch.Tensor:
+    arrs = []
+    for f in files:
+        with Image.open(f) as im:
+            arrs.append(np.asarray(im.convert("RGB"), dtype=np.uint8))
+    sizes = {a.shape for a in arrs}
+    if len(sizes) > 1:
+        raise ValueError(f"images of different sizes {sorted(sizes)} in {files[0].parent}")
+    return torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2).contiguous()
+
+
+def read_sample_set(directory: str | os.PathLike) -> SampleSet:
+    return SampleSet(directory)

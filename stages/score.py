@@ -1,0 +1,28 @@
+"""DVC stage `score`: every sample set against the target's real images -> scores/metrics/<config>/metrics.json
+(DVC metrics), metrics.parquet (all configurations), definitions.json and fd_vs_params.csv (DVC plot)."""
+from __future__ import annotations
+
+import argparse
+
+from genvpt.config import load_params
+from genvpt.logs import setup_logging
+from genvpt.metrics.scoring import load_scoring_clip, score_sample_sets
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--samples", required=True, help="folder of sample sets (written by the sample stage)")
+    ap.add_argument("--target", required=True, help="prepared target dataset")
+    ap.add_argument("--clip", default=None, help="CLIP model file (default: the one params name)")
+    ap.add_argument("--out", required=True, help="output folder (replaced atomically)")
+    ap.add_argument("--params", default=None, help="params file (default: params.yaml)")
+    args = ap.parse_args(argv)
+    setup_logging()
+    params = load_params(args.params)
+    clip = load_scoring_clip(params, args.clip)
+    return score_sample_sets(params.sample, params.metrics, args.samples, args.target, args.out, clip_model=clip,
+                             default_text_template=params.caption.sentence_template)
+
+
+if __name__ == "__main__":
+    main()
