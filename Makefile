@@ -39,3 +39,11 @@ bench: $(STAMP)
 
 clean-data:
 	rm -rf data report
+
+# BLIP-2 through LAVIS lives in its own environment (its pins break the main one); the caption stage's `lavis`
+# backend runs genvpt/captions/lavis_worker.py inside it as a subprocess.
+lavis-env:
+	test -x .venv-lavis/bin/python || $(PYTHON) -m venv .venv-lavis
+	.venv-lavis/bin/python -m pip install --quiet --upgrade pip
+	.venv-lavis/bin/python -m pip install -r genvpt/captions/lavis_requirements.txt
+	.venv-lavis/bin/python -c "import lavis; print('lavis', lavis.__version__ if hasattr(lavis, '__version__') else 'imported')"
