@@ -137,6 +137,7 @@ class ClipModel(nn.Module):
         self.model = model
         self.tokenizer = tokenizer
         self.name = name
+        self.model_cfg: dict = {}  # the open_clip config the model was built from (set by build_clip)
         self.quick_gelu = bool(quick_gelu)
         self.batch_size = int(batch_size)
         pp = open_clip.get_model_preprocess_cfg(model)
@@ -295,13 +296,16 @@ def build_clip(
         tokenizer = open_clip.get_tokenizer(name, context_length=ctx)
     finally:
         logging.getLogger().setLevel(prev)
-    uses_quick = bool(overrides.get("quick_gelu", base.get("quick_gelu", False)))
-    return ClipModel(model, tokenizer, name, uses_quick, batch_size=batch_size)
+    merged = {**base, **overrides}  # create_model's own rule: top-level keys of the overrides win
+    merged.pop("custom_text", None)
+    clip = ClipModel(model, tokenizer, name, bool(merged.get("quick_gelu", False)), batch_size=batch_size)
+    clip.model_cfg = merged
+    return clip
 
 
 def save_clip(path: str | os.PathLike, clip: ClipModel, **meta: Any) -> Path:
     """Save as a genvpt model file: the open_clip name and full config travel with the weights."""
-    cfg = _model_cfg(clip.name)
+    cfg = dict(getattr(clip, "model_cfg", None) or _model_cfg(clip.name))
     cfg["quick_gelu"] = clip.quick_gelu
     cfg.pop("custom_text", None)
     return save_model(path, clip.model, CLIP_FAMILY, {"name": clip.name, "model_cfg": cfg}, **meta)

@@ -19,7 +19,7 @@ class ClipTrainParams(StrictModel):
 
     steps: int = Field(default=1000, ge=1)
     batch_size: int = Field(default=128, ge=2)
-    lr: float = Field(default=1e-3, gt=0.0)
+    lr: float = Field(default=2e-3, gt=0.0)
     weight_decay: float = Field(default=0.1, ge=0.0)
     warmup_steps: int = Field(default=50, ge=0)
     # weight of the class-prompt cross-entropy (images vs the class sentences; 0 = captions only)
@@ -32,11 +32,11 @@ class ClipTrainParams(StrictModel):
     # checks, dots, gradient; its caption gains the pattern word): broad "web-like" variety, never target images
     texture_prob: float = Field(default=0.5, ge=0.0, le=1.0)
     # curriculum: the texture probability rises linearly from 0 to texture_prob over this fraction of the steps
-    texture_ramp: float = Field(default=0.0, ge=0.0, le=1.0)
+    texture_ramp: float = Field(default=0.5, ge=0.0, le=1.0)
     # caption-preserving geometry: mirror images (the caption's position words mirrored too) and shifts (pixels)
     flip: bool = True
     max_shift: int = Field(default=2, ge=0, le=8)
-    autocast: Literal["none", "bf16"] = "none"  # mixed precision of the forward passes (CPU with AVX512-BF16, or GPU)
+    autocast: Literal["none", "bf16"] = "bf16"  # mixed precision of the forward passes (CPU with AVX512-BF16, or GPU)
     checkpoint_every: int = Field(default=100, ge=1)
     eval_batch_size: int = Field(default=512, ge=1)
     # torch CPU threads while training (null: torch's default). 1 is the fastest on a small shared CPU: with several
@@ -58,7 +58,7 @@ class ClipParams(StrictModel):
     """The CLIP used by MVP's loss and by scoring.
 
     * ``model``: an open_clip model name: a built-in one (``ViT-B-32``, ``ViT-B-32-quickgelu``, ``ViT-L-14`` ...) or one
-      of genvpt/clip_configs/*.json (``genvpt-tiny-vit``, the embedded default).
+      of genvpt/clip_configs/*.json (``genvpt-tiny-cnn``, the embedded default; ``genvpt-tiny-vit``, a ViT variant).
     * ``pretrained``: the weights file. For the embedded default, the file the ``pretrain_clip`` stage writes; for a
       real CLIP, a local open_clip state dict (.safetensors/.bin/.pt; OpenAI TorchScript files must be converted
       once with ``python -m genvpt.clip convert-torchscript IN OUT``).
@@ -67,7 +67,7 @@ class ClipParams(StrictModel):
       warning when unsure); true/false force it.
     """
 
-    model: str = "genvpt-tiny-vit"
+    model: str = "genvpt-tiny-cnn"
     pretrained: str = DEFAULT_CLIP_PATH
     quick_gelu: Optional[bool] = None
     device: Literal["auto", "cpu", "cuda"] = "auto"

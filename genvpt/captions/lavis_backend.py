@@ -96,10 +96,12 @@ class LavisBlip2:
                     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
                 proc = subprocess.Popen(cmd, stdout=err, stderr=subprocess.STDOUT, cwd=os.getcwd(), env=env)
                 pending = b""
+                delay = 0.02  # poll fast at first (quick failures), back off to poll_s while the model works
                 try:
                     while True:
                         finished = proc.poll() is not None
                         chunk = reader.read()
+                        delay = 0.02 if chunk else min(self.poll_s, delay * 2)
                         if chunk:
                             pending += chunk
                             *lines, pending = pending.split(b"\n")
@@ -108,7 +110,7 @@ class LavisBlip2:
                                 sink([(r["key"], r["caption"]) for r in rows])
                         if finished:
                             break
-                        time.sleep(self.poll_s)
+                        time.sleep(delay)
                 except BaseException:
                     proc.kill()
                     proc.wait()

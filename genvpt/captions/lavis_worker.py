@@ -90,9 +90,10 @@ def load_model(args):
 
 def run(args) -> int:
     try:
+        import lavis  # noqa: F401  (first: fails fast where LAVIS is missing)
         import torch
     except Exception as err:
-        _log(f"torch does not import: {err}")
+        _log(f"LAVIS does not import in {sys.executable}: {type(err).__name__}: {err}")
         return EXIT_NO_LAVIS
     with open(args.keys, encoding="utf-8") as fh:
         keys = {line.strip() for line in fh if line.strip()}
