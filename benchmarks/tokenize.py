@@ -11,14 +11,21 @@ tokenizer.num_threads, overridable with --threads).
 """
 from __future__ import annotations
 
-import argparse
 import os
-import time
-from pathlib import Path
+import sys
 
-from _common import ROOT, save_results  # noqa: F401  (puts the repo on sys.path)
+# This file's name shadows the standard library's ``tokenize`` (imported by ``inspect``): move the benchmarks folder
+# from the front of sys.path to its end before anything else is imported.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE] + [_HERE]
 
-import torch
+import argparse  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from _common import ROOT, save_results  # noqa: E402  (puts the repo on sys.path)
+
+import torch  # noqa: E402
 
 from genvpt.config import load_params
 from genvpt.tokenizers import MSVQConfig, MultiScaleVQVAE, decode_tokens, encode_tokens, load_tokenizer
