@@ -45,5 +45,5 @@ clean-data:
 lavis-env:
 	test -x .venv-lavis/bin/python || $(PYTHON) -m venv .venv-lavis
 	.venv-lavis/bin/python -m pip install --quiet --upgrade pip
-	.venv-lavis/bin/python -m pip install -r genvpt/captions/lavis_requirements.txt
+	.venv-lavis/bin/python -m pip install -r genvpt/captions/lavis_requirements.txt -c genvpt/captions/lavis_constraints.txt
 	.venv-lavis/bin/python -c "import lavis; print('lavis', lavis.__version__ if hasattr(lavis, '__version__') else 'imported')"

@@ -42,6 +42,20 @@ DEFAULT_SIZE = "default"
 D16 = "d16"
 
 
+def var_cache_flop_ratio(patch_nums, width: int) -> float:
+    """Uncached / KV-cached multiply-adds of one VAR sampling pass (no guidance): the upper bound on the speed-up.
+
+    Scale k adds n_k = p_k^2 tokens to a prefix of L_k tokens. With the cache a block runs its projections and MLP
+    (12 C^2 per token) on the n_k new tokens and attends them to all L_k; without it, it re-runs all L_k tokens and
+    their L_k x L_k attention (2 C per query-key pair: scores and weighted sum)."""
+    n = [p * p for p in patch_nums]
+    L = [sum(n[: i + 1]) for i in range(len(n))]
+    C = width
+    cached = sum(nk * 12 * C * C + nk * Lk * 2 * C for nk, Lk in zip(n, L))
+    uncached = sum(Lk * 12 * C * C + Lk * Lk * 2 * C for Lk in L)
+    return uncached / cached
+
+
 def _cases(batch: int) -> list[dict]:
     c = []
     for size in (DEFAULT_SIZE, D16):
@@ -207,7 +221,11 @@ def main() -> None:
             off = [r for r in rows if r["size"] == size and r["family"] == fam and r["cache"] is False and r.get("grid") == grid]
             if on and off:
                 speedups[f"{fam}_{size}"] = off[0]["seconds"] / on[0]["seconds"]
+    from genvpt.generators.var import VAR_256_PATCH_NUMS
+
+    bound = {"var_d16": var_cache_flop_ratio(VAR_256_PATCH_NUMS, 1024)}
     save_results("sample", {"batch_size": args.batch_size, "rows": rows, "kv_cache_speedup": speedups,
+                            "kv_cache_flop_ratio_bound": bound,
                             "notes": __doc__.split("Sizes:")[1].strip()})
 
 

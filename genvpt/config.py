@@ -78,6 +78,34 @@ class ShapesParams(StrictModel):
     images_per_class: int = Field(default=300, ge=1)
     classes: Optional[list[str]] = None
     max_count: int = Field(default=2, ge=1, le=3)
+    # radius multiplier of every size (small/medium/large = 0.14/0.19/0.25 of the side at 1.0); a shape's centre is
+    # pulled inwards just enough to keep it inside the canvas
+    size_scale: float = Field(default=1.0, ge=0.5, le=2.0)
+    colours: Optional[list[str]] = None  # shape and background colours drawn from (null: all 12)
+    rotation_range: float = Field(default=360.0, ge=0.0, le=360.0)  # degrees; < 360: within +-range/2 of upright
+
+    @field_validator("colours")
+    @classmethod
+    def _known_colours(cls, v: Optional[list[str]]) -> Optional[list[str]]:
+        from .datasets.shapes import COLOURS
+
+        if v is None:
+            return v
+        unknown = [c for c in v if c not in COLOURS]
+        if unknown or len(set(v)) != len(v) or len(v) < 2:
+            raise ValueError(f"colours must be at least two distinct names from: {', '.join(COLOURS)}")
+        return v
+
+    @model_validator(mode="after")
+    def _readable_colours(self) -> "ShapesParams":
+        if not self.colours:
+            return self
+        from .datasets.shapes import colour_pairs
+
+        if not colour_pairs(self.colours, self.domain):
+            raise ValueError(f"colours {self.colours} have no (shape, background) pair with enough contrast for the "
+                             f"{self.domain!r} domain; add contrasting colours (e.g. white and black)")
+        return self
 
     @field_validator("classes")
     @classmethod

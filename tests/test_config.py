@@ -50,3 +50,17 @@ def test_load_params_errors_for_missing_and_malformed_files(tmp_path):
     bad.write_text("- a\n- b\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_params(bad)
+
+
+def test_readme_params_examples_validate():
+    """The params.yaml snippets in the README are real: every key exists and every value is allowed."""
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", readme, re.S)
+    assert len(blocks) >= 2
+    for blk in blocks:
+        validate_params(yaml.safe_load(blk))

@@ -101,3 +101,38 @@ def test_few_shot_too_many_classes_is_an_error():
     ds = build_dataset(p)
     with pytest.raises(ValueError, match="num_classes=11"):
         select_items(ds.items(), ds.class_names, p)
+
+
+def test_size_scale_draws_larger_shapes_inside_the_canvas():
+    small = ShapesDataset(32, "flat", 4, max_count=1, seed=2)
+    big = ShapesDataset(32, "flat", 4, max_count=1, seed=2, size_scale=1.5)
+    grew = 0
+    for label, shape in enumerate(small.class_names):
+        for i in range(4):
+            attrs = small.attributes(shape, i)
+            assert big.attributes(shape, i) == attrs  # same attributes and caption, only the radius changes
+            fg = np.array(COLOURS[attrs.colour], dtype=float)
+            area = [int((np.linalg.norm(_pixels(d.make(label, i)).reshape(-1, 3) - fg, axis=1) < 30).sum())
+                    for d in (small, big)]
+            grew += area[1] > area[0]
+            mask = np.linalg.norm(_pixels(big.make(label, i)).astype(float) - fg, axis=2) < 30
+            border = np.concatenate([mask[0], mask[-1], mask[:, 0], mask[:, -1]])
+            assert not border.any(), f"{shape} {i} touches the edge"  # centres are pulled in for big shapes
+    assert grew >= 0.9 * 4 * len(small.class_names)
+    with pytest.raises(Exception, match="size_scale"):
+        validate_params({"dataset": {"shapes": {"size_scale": 3.0}}})
+
+
+def test_colour_palette_and_rotation_range():
+    ds = ShapesDataset(32, "textured", 6, max_count=1, seed=4, colours=["white", "black", "red"], rotation_range=30)
+    for label, shape in enumerate(ds.class_names):
+        for i in range(6):
+            a = ds.attributes(shape, i)
+            assert {a.colour, a.background} <= {"white", "black", "red"} and a.colour != a.background
+            assert -15.0 <= a.rotation <= 15.0
+    full = ShapesDataset(32, "flat", 6, seed=4)
+    assert any(not 0 <= full.attributes(s, i).rotation < 15 for s in full.class_names for i in range(6))
+    with pytest.raises(ValueError, match="enough contrast"):
+        validate_params({"dataset": {"shapes": {"colours": ["red", "orange"]}}})
+    with pytest.raises(ValueError, match="dataset.shapes.colours"):
+        validate_params({"dataset": {"shapes": {"colours": ["mauve", "red"]}}})

@@ -106,7 +106,7 @@ def test_pretrain_generator_stage_end_to_end(tmp_path):
                                      "--tokenizer", str(tmp_path / "tok" / f"{tok}.pt"),
                                      "--classifier", str(tmp_path / "cls" / "model.pt"), "--out", str(out),
                                      "--params", str(params)])
-        assert sorted(p.name for p in out.iterdir()) == ["loss.csv", "metrics.json", "model.pt", "samples.png"]
+        assert sorted(p.name for p in out.iterdir()) == ["loss.csv", "metrics.json", "model.pt", "samples.png", "train_state.pt"]
         saved = json.loads((out / "metrics.json").read_text())
         assert saved["trained"] and saved["steps"] == 6 and saved["samples"] == 6
         assert 0.0 <= saved["sample_class_accuracy"] <= 1.0 and set(saved["per_class_accuracy"]) == {"r", "g", "b"}

@@ -100,6 +100,14 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path, monkeypatch):
     for (k, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(a, b), k
     assert [r["loss"] for r in resumed.history] == [r["loss"] for r in full.history]
+    # the finished state is kept: a rerun with the same params trains nothing and returns the same weights
+    monkeypatch.setattr(_FamilyData, "loss", crash_at_15)  # any training step would now raise
+    calls["n"] = 14
+    again = train_generator("ar", gp, tokens=data, tokenizer=tok, seed=3, progress=False, state_path=state)
+    assert again.summary["resumed_from_step"] == 20 and again.summary["train_seconds"] > 0
+    assert all(torch.equal(a, b) for a, b in zip(full.model.state_dict().values(), again.model.state_dict().values()))
+    assert [r["loss"] for r in again.history] == [r["loss"] for r in full.history]
+    monkeypatch.setattr(_FamilyData, "loss", orig)
     # a state from other params is not resumed
     other = train_generator("ar", tiny_params(steps=20, lr=1e-3), tokens=data, tokenizer=tok, seed=3, progress=False,
                             state_path=state)

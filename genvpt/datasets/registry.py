@@ -51,7 +51,8 @@ def _shapes(p: DatasetParams):
     from .shapes import ShapesDataset
 
     s = p.shapes
-    return ShapesDataset(p.image_size, s.domain, s.images_per_class, s.classes, s.max_count, p.seed)
+    return ShapesDataset(p.image_size, s.domain, s.images_per_class, s.classes, s.max_count, p.seed, s.size_scale,
+                         s.colours, s.rotation_range)
 
 
 @dataclass

@@ -98,8 +98,17 @@ def _secondary(rgb: tuple[int, int, int]) -> tuple[int, int, int]:
     return tuple(int(round(0.55 * v + 0.45 * target)) for v in rgb)  # type: ignore[return-value]
 
 
-def sample_attributes(rng: np.random.Generator, shape: str, domain: str, max_count: int) -> ShapeAttributes:
-    names = list(COLOURS)
+def colour_pairs(colours: Sequence[str] | None, domain: str) -> list[tuple[str, str]]:
+    """The (shape colour, background) pairs far enough apart to read (textured: also from the pattern colour)."""
+    names = list(colours) if colours else list(COLOURS)
+    textured = domain == "textured"
+    return [(c, b) for c in names for b in names if c != b and _far(COLOURS[c], COLOURS[b])
+            and (not textured or _far(COLOURS[c], _secondary(COLOURS[b]), 110.0))]
+
+
+def sample_attributes(rng: np.random.Generator, shape: str, domain: str, max_count: int,
+                      colours: Sequence[str] | None = None, rotation_range: float = 360.0) -> ShapeAttributes:
+    names = list(colours) if colours else list(COLOURS)
     count = int(rng.integers(1, max_count + 1))
     size = str(rng.choice(list(SIZES) if count == 1 else ["small", "medium"]))
     textured = domain == "textured"
@@ -113,7 +122,8 @@ def sample_attributes(rng: np.random.Generator, shape: str, domain: str, max_cou
         corners = ["upper left", "upper right", "lower left", "lower right"]
         positions = tuple(str(p) for p in rng.choice(corners, size=count, replace=False))
     texture = str(rng.choice(TEXTURES)) if textured else None
-    rotation = float(rng.uniform(0, 360))
+    # 360: any angle; less: uniform within +-range/2 of upright
+    rotation = float(rng.uniform(0, 360)) if rotation_range >= 360 else float(rng.uniform(-rotation_range / 2, rotation_range / 2))
     return ShapeAttributes(shape, colour, size, count, positions, rotation, background, texture, domain == "outlined")
 
 
@@ -171,6 +181,7 @@ POLYGONS = {
     "arrow": _arrow(),
 }
 assert set(POLYGONS) | {"circle", "ring"} == set(SHAPE_CLASSES)
+_EXTENT = {k: max(math.hypot(x, y) for x, y in v) for k, v in POLYGONS.items()}  # farthest vertex / radius
 
 
 def _background(a: ShapeAttributes, side: int, rng: np.random.Generator) -> Image.Image:
@@ -198,18 +209,22 @@ def _background(a: ShapeAttributes, side: int, rng: np.random.Generator) -> Imag
     return Image.fromarray(arr.round().astype(np.uint8), "RGB")
 
 
-def render(a: ShapeAttributes, size: int, rng: np.random.Generator) -> Image.Image:
+def render(a: ShapeAttributes, size: int, rng: np.random.Generator, size_scale: float = 1.0) -> Image.Image:
     side = size * SS
     img = _background(a, side, rng)
     draw = ImageDraw.Draw(img)
     fg = COLOURS[a.colour]
-    radius = SIZES[a.size] * side
+    radius = SIZES[a.size] * size_scale * side
     width = max(2, int(round(radius * 0.22)))
     rot = math.radians(a.rotation)
     for pos in a.positions:
         fx, fy = POSITIONS[pos][1]
         jx, jy = rng.uniform(-0.04, 0.04, size=2)
         cx, cy = (fx + jx) * side, (fy + jy) * side
+        if size_scale != 1.0:  # larger shapes: keep the whole shape on the canvas
+            reach = radius * _EXTENT.get(a.shape, 1.0) + SS
+            lo, hi = min(reach, side / 2), max(side - reach, side / 2)
+            cx, cy = min(max(cx, lo), hi), min(max(cy, lo), hi)
         if a.shape in ("circle", "ring"):
             box = [cx - radius, cy - radius, cx + radius, cy + radius]
             if a.shape == "circle" and not a.outlined:
@@ -246,6 +261,9 @@ class ShapesDataset:
         classes: Sequence[str] | None = None,
         max_count: int = 2,
         seed: int = 0,
+        size_scale: float = 1.0,
+        colours: Sequence[str] | None = None,
+        rotation_range: float = 360.0,
     ):
         self.image_size = image_size
         self.domain = domain
@@ -253,19 +271,28 @@ class ShapesDataset:
         self.class_names = list(classes) if classes else list(SHAPE_CLASSES)
         self.max_count = max_count
         self.seed = seed
+        self.size_scale = size_scale
+        self.colours = list(colours) if colours else None
+        self.rotation_range = rotation_range
+        unknown = [c for c in self.colours or [] if c not in COLOURS]
+        if unknown:
+            raise ValueError(f"unknown colours {unknown}; allowed: {', '.join(COLOURS)}")
+        if not colour_pairs(self.colours, domain):
+            raise ValueError(f"colours {self.colours} have no (shape, background) pair far enough apart to read in "
+                             f"the {domain!r} domain; add contrasting colours (e.g. white and black)")
 
     def _rng(self, shape: str, i: int) -> np.random.Generator:
         # keyed by the class *name*, so a subset of classes renders the same images as the full set
         return np.random.default_rng([self.seed, SHAPE_CLASSES.index(shape), i, ("flat", "textured", "outlined").index(self.domain)])
 
     def attributes(self, shape: str, i: int) -> ShapeAttributes:
-        return sample_attributes(self._rng(shape, i), shape, self.domain, self.max_count)
+        return sample_attributes(self._rng(shape, i), shape, self.domain, self.max_count, self.colours, self.rotation_range)
 
     def make(self, label: int, i: int) -> Record:
         shape = self.class_names[label]
         rng = self._rng(shape, i)
-        attrs = sample_attributes(rng, shape, self.domain, self.max_count)
-        img = render(attrs, self.image_size, rng)
+        attrs = sample_attributes(rng, shape, self.domain, self.max_count, self.colours, self.rotation_range)
+        img = render(attrs, self.image_size, rng, self.size_scale)
         return Record(img, label, shape, caption_for(attrs), f"shapes/{self.domain}/{shape}/{i}")
 
     def items(self) -> Iterator["Item"]:

@@ -174,9 +174,8 @@ def pretrain_family(
     if classifier is not None:
         metrics["classifier_real_val_accuracy"] = getattr(classifier, "meta", {}).get("val_accuracy")
     write_json(out / "metrics.json", metrics)
-    state = out / "train_state.pt"
-    if state.exists():
-        state.unlink()
+    # train_state.pt is kept: it holds the finished training (fingerprinted by model config, training params, seed and
+    # data), so a rerun after a change to the sampling settings only re-evaluates instead of training again
     log.info("%s: sample class accuracy %s, %.1f s", family, metrics.get("sample_class_accuracy"), metrics["stage_seconds"])
     return metrics
 

@@ -177,7 +177,7 @@ def train_generator(
     progress: bool = True,
 ) -> TrainResult:
     """Train a fresh ``family`` model on ``tokens`` (a :class:`TokenData`); resumes from ``state_path`` when it
-    holds a state with the same fingerprint. The state file is left in place; the caller removes it when done."""
+    holds a state with the same fingerprint (a finished state trains nothing). The state file is left in place."""
     device = torch.device(device)
     fp_params = gp.family(family)
     tp: GenTrainParams = fp_params.train
@@ -197,12 +197,13 @@ def train_generator(
     fingerprint = _fingerprint(family, model.cfg.to_dict(), tp.model_dump(), seed, data.gt, data.labels)
 
     ckpt = TrainCheckpoint(state_path, every=tp.checkpoint_every) if state_path else None
-    start, history = 0, []
+    start, history, prior_seconds = 0, [], 0.0
     if ckpt is not None and ckpt.path.exists():
         saved = _saved_fingerprint(ckpt.path)
         if saved == fingerprint:
             start = ckpt.resume(model, opt, sched)
             history = list(ckpt.extra.get("history", []))
+            prior_seconds = float(ckpt.extra.get("train_seconds", 0.0))
         else:
             log.warning("ignoring training state %s: it was made with other params or data (fingerprint %s != %s)",
                         ckpt.path, saved, fingerprint)
@@ -239,8 +240,12 @@ def train_generator(
                 model.train()
             history.append(row)
             bar.set_postfix(loss=f"{row['loss']:.3f}")
-        if ckpt is not None:
-            ckpt.maybe_save(done, model, opt, sched, history=history, fingerprint=fingerprint)
+        if ckpt is not None and done < tp.steps:
+            ckpt.maybe_save(done, model, opt, sched, history=history, fingerprint=fingerprint,
+                            train_seconds=prior_seconds + time.time() - t0)
+    if ckpt is not None and start < tp.steps:  # the finished state: a rerun with the same fingerprint trains nothing
+        ckpt.save(tp.steps, model, opt, sched, history=history, fingerprint=fingerprint,
+                  train_seconds=prior_seconds + time.time() - t0)
     model.eval()
     rows_with_val = [r for r in history if "val_loss" in r]
     summary = {
@@ -248,6 +253,7 @@ def train_generator(
         "steps": tp.steps,
         "resumed_from_step": start,
         "train_seconds_this_run": time.time() - t0,
+        "train_seconds": prior_seconds + time.time() - t0,  # all runs together (resumed training included)
         "final_train_loss": history[-1]["loss"] if history else None,
         "final_val_loss": rows_with_val[-1]["val_loss"] if rows_with_val else None,
         "parameters": count_parameters(model),
