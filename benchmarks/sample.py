@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import sys
 
-# Run as a script, this folder is sys.path[0]; its tokenize.py would shadow the standard library's module (imported
+# Run as a script, this folder is sys.path[0]; a module named like a standard-library one would shadow the standard library's module (imported
 # by torch), so import from the repository root instead.
 _HERE = os.path.dirname(os.path.abspath(__file__))
 if sys.path and os.path.abspath(sys.path[0] or ".") == _HERE:

@@ -76,7 +76,7 @@ def main() -> None:
     m = compute_metrics(samples, reals, labels=labels, class_names=names, real_labels=real_labels,
                         train_images=train_images, train_labels=train_labels, clip_model=clip, device=args.device,
                         batch_size=mp.batch_size, kid_subsets=mp.kid_subsets, kid_subset_size=mp.kid_subset_size,
-                        text_template=mp.text_template, seed=mp.seed)
+                        text_template=mp.text_template or params.caption.sentence_template, seed=mp.seed)
     total = time.perf_counter() - t0
     METRIC_GROUPS.update(originals)
 

@@ -4,7 +4,7 @@
   else the same architecture with random weights (speed does not depend on the weights);
 * VAR's official tokenizer size (vae_ch160v4096z32, 108.9 M parameters) at 256 px with random weights.
 
-    .venv/bin/python benchmarks/tokenize.py [--var-batch 2] [--repeats 3]
+    .venv/bin/python benchmarks/tokenize_speed.py [--var-batch 2] [--repeats 3]
 
 Writes benchmarks/results/tokenize.json. Device: cuda when available, else CPU (torch threads as set by
 tokenizer.num_threads, overridable with --threads).
