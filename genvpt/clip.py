@@ -36,6 +36,7 @@ from .checkpoint import (
     save_model,
 )
 from .clip_params import DEFAULT_CLIP_PATH, ClipParams
+from .training import resolve_device as _resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -87,13 +88,7 @@ def register_configs() -> None:
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    if isinstance(device, torch.device):
-        return device
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("clip.device is 'cuda' but no CUDA device is available; use 'auto' or 'cpu'")
-    return torch.device(device)
+    return _resolve_device(device, "clip.device")
 
 
 def is_torchscript_file(path: str | os.PathLike) -> bool:

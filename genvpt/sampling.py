@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from .io import atomic_dir, read_json, write_json
 from .metrics.params import SampleConfig, SampleParams
-from .training import count_parameters
+from .training import count_parameters, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -96,14 +96,6 @@ def register_sampler(kind: str, loader: Loader, *, replace: bool = False) -> Non
     SAMPLERS[kind] = loader
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' requested in params but CUDA is not available")
-    return torch.device(name)
-
-
 def _model_params(sampler: Any) -> Optional[int]:
     """Total parameters of the sampler's networks (generator + tokenizer) when they are visible."""
     if isinstance(sampler, torch.nn.Module):
@@ -145,7 +137,7 @@ def sample_config(
     show_progress: bool = True,
 ) -> dict:
     """Sample ``images_per_class`` images of every class from ``cfg`` into ``out_dir`` (atomic); return the record."""
-    device = resolve_device(params.device)
+    device = resolve_device(params.device, "sample.device")
     t0 = time.perf_counter()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -240,7 +232,7 @@ def run_sampling(
         if unknown:
             raise ValueError(f"unknown config(s) {unknown}; params sample.configs has {[c.name for c in params.configs]}")
     configs = [c for c in params.configs if not only or c.name in only]
-    device = resolve_device(params.device)
+    device = resolve_device(params.device, "sample.device")
     records = []
     for cfg in configs:
         out = Path(out_root) / cfg.name

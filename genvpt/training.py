@@ -131,3 +131,16 @@ def peak_memory_mb(device: torch.device | str | None = None) -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def resolve_device(name: "str | torch.device | None" = "auto", key: str = "device") -> torch.device:
+    """``auto`` (or None) -> cuda when available, else cpu; otherwise the named device. Asking for cuda without a
+    CUDA device is an error naming the params ``key``."""
+    if isinstance(name, torch.device):
+        return name
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"{key} is {name!r} but torch sees no CUDA device; use 'auto' or 'cpu'")
+    return dev

@@ -60,11 +60,3 @@ def tiny_data(tokenizer, n: int = 24, seed: int = 3, noise_seed: int | None = No
     caps = [f"a {'big' if i % 2 else 'small'} {CLASSES[int(c)]} number {i}" for i, c in enumerate(labels)]
     return TrainData(scales, labels, CLASSES, caps)
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread (and do not fight the rest of the suite for the two cores)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)

@@ -58,3 +58,15 @@ def repo_copy(tmp_path):
 def venv_path_env():
     """Environment whose PATH starts with this interpreter's bin dir (stage cmds say `python -m ...`)."""
     return {**os.environ, "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")}
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread (and do not fight the rest of the suite for the two cores).
+    Modules opt in with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

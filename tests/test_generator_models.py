@@ -13,6 +13,8 @@ from genvpt.tokenizers import MSVQConfig, MultiScaleVQVAE
 
 torch.set_grad_enabled(True)
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def tiny_ar(**kw):
     cfg = dict(vocab_size=32, grid=4, num_classes=3, n_layer=2, n_head=2, n_embd=16, order="spiral_out")
@@ -43,14 +45,6 @@ def tiny_var(**kw):
     return VAR(VARConfig(**cfg)).eval()
 
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: thread hand-offs cost more than they save (and stall badly on a loaded machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 # ------------------------------------------------------------------------------------------------ common
 def test_filter_logits_top_k_and_top_p():

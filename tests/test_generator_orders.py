@@ -4,14 +4,8 @@ import torch
 
 from genvpt.generators.orders import ORDERS, Order, order_indices
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: thread hand-offs cost more than they save (and stall badly on a loaded machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 # 4x4 raster indices:
 #  0  1  2  3

@@ -18,13 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # the stage entry points (stages/*.py) live at the repository root
     sys.path.insert(0, str(ROOT))
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 COLOURS = torch.tensor([[230, 30, 30], [30, 200, 40], [40, 60, 230]], dtype=torch.uint8)

@@ -11,13 +11,8 @@ from genvpt.generators.train import _FamilyData, build_model, train_generator
 from genvpt.tokenizers import VQGAN, MSVQConfig, MultiScaleVQVAE, VQGANConfig
 from genvpt.tokenizers.token_shards import TokenData
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 V = 32

@@ -18,7 +18,9 @@ from genvpt.prompts.mvp import (
 from genvpt.prompts.params import PromptConfig, PromptsParams
 from genvpt.prompts.positions import prompt_positions
 
-from _prompts_tiny import one_thread, PATCH_NUMS, tiny_data, tiny_tokenizer, tiny_var  # noqa: F401 (autouse fixture)
+from _prompts_tiny import PATCH_NUMS, tiny_data, tiny_tokenizer, tiny_var
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,11 @@ from genvpt.prompts.params import PromptConfig
 from genvpt.prompts.sampler import PromptedSampler
 from genvpt.prompts.train import FrozenBackboneChanged, train_prompt
 
-from _prompts_tiny import one_thread, tiny_clip, tiny_data, tiny_tokenizer, tiny_var  # noqa: F401 (autouse fixture)
+from _prompts_tiny import tiny_clip, tiny_data, tiny_tokenizer, tiny_var
 
-FAST = dict(steps=4, batch_size=8, warmup_steps=0, checkpoint_every=2, lr=0.05)  # noqa: F401 (autouse fixture)
+FAST = dict(steps=4, batch_size=8, warmup_steps=0, checkpoint_every=2, lr=0.05)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -298,7 +298,7 @@ def load_backbone(
     """
     from ..tokenizers import load_tokenizer
 
-    dev = pick_device(device) if isinstance(device, str) else device
+    dev = pick_device(device)
     gen = load_generator(generator_path, family=family, device=dev, **hints).requires_grad_(False)
     tok = load_tokenizer(tokenizer_path, family=TOKENIZER_OF[family], device=dev)
     if sample_defaults is None:

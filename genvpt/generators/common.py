@@ -13,6 +13,8 @@ from typing import Any, Callable, Optional
 import torch
 import torch.nn.functional as F
 
+from ..training import resolve_device
+
 __all__ = [
     "sampling",
     "KVCache",
@@ -151,13 +153,8 @@ def gumbel_noise(like: torch.Tensor, generator: Optional[torch.Generator] = None
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    """``auto`` -> cuda when available else cpu; otherwise the named device (an error if cuda is asked for but absent)."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("params ask for device 'cuda' but torch sees no CUDA device; use 'auto' or 'cpu'")
-    return dev
+    """The generators' device from ``generator.device`` (see :func:`genvpt.training.resolve_device`)."""
+    return resolve_device(name, "generator.device")
 
 
 def trunc_normal_(t: torch.Tensor, std: float) -> torch.Tensor:

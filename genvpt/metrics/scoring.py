@@ -102,7 +102,7 @@ def score_sample_sets(
     template = mp.text_template or default_text_template
     reals = load_split(target_dir, mp.real_split)
     train = reals if mp.real_split == "train" else load_split(target_dir, "train")
-    device = resolve_device(mp.device)
+    device = resolve_device(mp.device, "metrics.device")
     cache: dict = {}
     rows: list[dict] = []
     for cfg in sample_params.configs:

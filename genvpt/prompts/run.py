@@ -9,6 +9,7 @@ from typing import Any, Optional
 
 import torch
 
+from ..training import resolve_device as _resolve_device
 from .params import PromptConfig
 from .sampler import load_var_backbone
 from .train import TrainData, file_source, train_prompt
@@ -19,11 +20,7 @@ __all__ = ["resolve_device", "load_train_data", "run_train_prompt"]
 
 
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("prompts.device is 'cuda' but no CUDA device is available; use 'auto' or 'cpu'")
-    return torch.device(name)
+    return _resolve_device(name, "prompts.device")
 
 
 def load_train_data(tokens_dir: str | os.PathLike, captions: Optional[str | os.PathLike],

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from ..checkpoint import CheckpointError, load_file, load_state_dict_file, strict_load
 from ..training import TrainCheckpoint, cosine_lambda
+from ..training import resolve_device as _resolve_device
 from .params import MSVQParams, PerceptualParams, TokenizerTrainParams, VQGANParams
 from . import decode_tokens, encode_tokens
 from .msvq import MSVQConfig, MultiScaleVQVAE
@@ -56,11 +57,7 @@ __all__ = [
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("tokenizer.device is 'cuda' but no CUDA device is available; use 'auto' or 'cpu'")
-    return torch.device(name)
+    return _resolve_device(name, "tokenizer.device")
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:
