@@ -90,13 +90,15 @@ def write_split(samples: Iterable[dict], split_dir: str | os.PathLike, maxcount:
     return rows
 
 
-def shard_paths(prepared_dir: str | os.PathLike, split: str) -> list[Path]:
+def shard_paths(prepared_dir: str | os.PathLike, split: str, *, stage: str = "prepare",
+                error: type[ShardError] = ShardError) -> list[Path]:
+    """The sorted ``.tar`` shards of ``split``; ``error`` (naming the folder and the ``stage`` that writes it) if none."""
     d = Path(prepared_dir) / split
     if not d.is_dir():
-        raise ShardError(f"no {split!r} split in {prepared_dir} (missing folder {d}); run the prepare stage first")
+        raise error(f"no {split!r} split in {prepared_dir} (missing folder {d}); run the {stage} stage first")
     paths = sorted(d.glob("*.tar"))
     if not paths:
-        raise ShardError(f"no shards in {d}")
+        raise error(f"no shards in {d}")
     return paths
 
 

@@ -23,7 +23,7 @@ from typing import Iterable, Iterator, Optional
 import numpy as np
 import torch
 
-from ..datasets.shards import ShardError
+from ..datasets.shards import ShardError, shard_paths
 from ..io import read_json
 
 __all__ = ["TokenShardError", "TokenData", "write_token_split", "iter_tokens", "load_tokens", "read_token_meta"]
@@ -105,16 +105,6 @@ def read_token_meta(token_dir: str | os.PathLike) -> dict:
         raise TokenShardError(str(err)) from None
 
 
-def _shard_paths(token_dir: Path, split: str) -> list[Path]:
-    d = token_dir / split
-    if not d.is_dir():
-        raise TokenShardError(f"no {split!r} split in {token_dir} (missing folder {d})")
-    paths = sorted(d.glob("*.tar"))
-    if not paths:
-        raise TokenShardError(f"no token shards in {d}")
-    return paths
-
-
 def iter_tokens(token_dir: str | os.PathLike, split: str) -> Iterator[dict]:
     """Yield ``{"key", "label", "class_name", "caption", "source_id", "scales": [np.int64 [pn*pn] ...], "shard"}``.
     A corrupt shard, or a sample whose tokens do not fit meta.json, raises :class:`TokenShardError` naming it."""
@@ -123,7 +113,7 @@ def iter_tokens(token_dir: str | os.PathLike, split: str) -> Iterator[dict]:
     token_dir = Path(token_dir)
     meta = read_token_meta(token_dir)
     grid, vocab = list(meta["grid"]), int(meta["vocab_size"])
-    for path in _shard_paths(token_dir, split):
+    for path in shard_paths(token_dir, split, stage="tokenize", error=TokenShardError):
         ds = wds.WebDataset(str(path), shardshuffle=False, empty_check=False)
         try:
             for s in ds:
