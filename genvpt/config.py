@@ -83,6 +83,23 @@ class ShapesParams(StrictModel):
     size_scale: float = Field(default=1.0, ge=0.5, le=2.0)
     colours: Optional[list[str]] = None  # shape and background colours drawn from (null: all 12)
     rotation_range: float = Field(default=360.0, ge=0.0, le=360.0)  # degrees; < 360: within +-range/2 of upright
+    # where a single shape sits / how large it is, drawn from these names (null: all); several shapes use corners
+    positions: Optional[list[str]] = None
+    sizes: Optional[list[str]] = None
+    position_jitter: float = Field(default=0.04, ge=0.0, le=0.2)  # random shift of a shape's centre (fraction of the side)
+
+    @field_validator("positions", "sizes")
+    @classmethod
+    def _known_names(cls, v: Optional[list[str]], info) -> Optional[list[str]]:
+        from .datasets.shapes import POSITIONS, SIZES
+
+        if v is None:
+            return v
+        known = POSITIONS if info.field_name == "positions" else SIZES
+        unknown = [c for c in v if c not in known]
+        if unknown or len(set(v)) != len(v) or not v:
+            raise ValueError(f"{info.field_name} must be distinct names from: {', '.join(known)} (got {v})")
+        return v
 
     @field_validator("colours")
     @classmethod

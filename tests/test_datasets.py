@@ -136,3 +136,28 @@ def test_colour_palette_and_rotation_range():
         validate_params({"dataset": {"shapes": {"colours": ["red", "orange"]}}})
     with pytest.raises(ValueError, match="dataset.shapes.colours"):
         validate_params({"dataset": {"shapes": {"colours": ["mauve", "red"]}}})
+
+
+def test_positions_and_sizes_restrict_single_shapes():
+    ds = ShapesDataset(32, "flat", 8, max_count=1, seed=2, positions=["center"], sizes=["medium", "large"],
+                       size_scale=1.6)
+    seen_sizes = set()
+    for label, shape in enumerate(ds.class_names):
+        for i in range(8):
+            a = ds.attributes(shape, i)
+            assert a.positions == ("center",) and "in the center" in caption_for(a)
+            seen_sizes.add(a.size)
+            # the shape's colour covers the middle pixel: it is drawn at the centre
+            px = _pixels(ds.make(label, i))[16, 16].astype(float)
+            if shape not in ("ring", "crescent"):
+                assert np.linalg.norm(px - np.array(COLOURS[a.colour], dtype=float)) < 60, (shape, i)
+    assert seen_sizes == {"medium", "large"}
+    # the default (None) keeps every position: same draws as before the option existed
+    full = ShapesDataset(32, "flat", 8, max_count=1, seed=2)
+    assert len({full.attributes(s, i).positions for s in full.class_names for i in range(8)}) > 4
+    with pytest.raises(ValueError, match="dataset.shapes.positions"):
+        validate_params({"dataset": {"shapes": {"positions": ["middle"]}}})
+    with pytest.raises(ValueError, match="source.shapes.sizes"):
+        validate_params({"source": {"shapes": {"sizes": ["huge"]}}})
+    with pytest.raises(ValueError, match="unknown positions"):
+        ShapesDataset(32, "flat", 2, positions=["nowhere"])

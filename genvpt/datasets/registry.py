@@ -52,7 +52,7 @@ def _shapes(p: DatasetParams):
 
     s = p.shapes
     return ShapesDataset(p.image_size, s.domain, s.images_per_class, s.classes, s.max_count, p.seed, s.size_scale,
-                         s.colours, s.rotation_range)
+                         s.colours, s.rotation_range, s.positions, s.sizes, s.position_jitter)
 
 
 @dataclass

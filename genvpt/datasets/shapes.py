@@ -107,17 +107,22 @@ def colour_pairs(colours: Sequence[str] | None, domain: str) -> list[tuple[str, 
 
 
 def sample_attributes(rng: np.random.Generator, shape: str, domain: str, max_count: int,
-                      colours: Sequence[str] | None = None, rotation_range: float = 360.0) -> ShapeAttributes:
+                      colours: Sequence[str] | None = None, rotation_range: float = 360.0,
+                      positions: Sequence[str] | None = None, sizes: Sequence[str] | None = None) -> ShapeAttributes:
+    """Random attributes of one image. ``positions`` / ``sizes`` restrict single shapes to those named (None: all)."""
     names = list(colours) if colours else list(COLOURS)
     count = int(rng.integers(1, max_count + 1))
-    size = str(rng.choice(list(SIZES) if count == 1 else ["small", "medium"]))
+    size = str(rng.choice(list(sizes or SIZES) if count == 1 else ["small", "medium"]))
     textured = domain == "textured"
     while True:
         colour, background = (str(x) for x in rng.choice(names, size=2, replace=False))
         fg, bg = COLOURS[colour], COLOURS[background]
         if _far(fg, bg) and (not textured or _far(fg, _secondary(bg), 110.0)):
             break
-    positions = tuple(str(p) for p in rng.choice(list(POSITIONS), size=count, replace=False))
+    if count == 1 and positions:
+        positions = (str(rng.choice(list(positions))),)
+    else:
+        positions = tuple(str(p) for p in rng.choice(list(POSITIONS), size=count, replace=False))
     if count > 1:  # keep several shapes apart: corners and edges only
         corners = ["upper left", "upper right", "lower left", "lower right"]
         positions = tuple(str(p) for p in rng.choice(corners, size=count, replace=False))
@@ -209,7 +214,9 @@ def _background(a: ShapeAttributes, side: int, rng: np.random.Generator) -> Imag
     return Image.fromarray(arr.round().astype(np.uint8), "RGB")
 
 
-def render(a: ShapeAttributes, size: int, rng: np.random.Generator, size_scale: float = 1.0) -> Image.Image:
+def render(a: ShapeAttributes, size: int, rng: np.random.Generator, size_scale: float = 1.0,
+           jitter: float = 0.04) -> Image.Image:
+    """Draw ``a`` at ``size`` px; ``jitter`` moves each shape's centre by up to that fraction of the side."""
     side = size * SS
     img = _background(a, side, rng)
     draw = ImageDraw.Draw(img)
@@ -219,7 +226,7 @@ def render(a: ShapeAttributes, size: int, rng: np.random.Generator, size_scale: 
     rot = math.radians(a.rotation)
     for pos in a.positions:
         fx, fy = POSITIONS[pos][1]
-        jx, jy = rng.uniform(-0.04, 0.04, size=2)
+        jx, jy = rng.uniform(-jitter, jitter, size=2)
         cx, cy = (fx + jx) * side, (fy + jy) * side
         if size_scale != 1.0:  # larger shapes: keep the whole shape on the canvas
             reach = radius * _EXTENT.get(a.shape, 1.0) + SS
@@ -264,6 +271,9 @@ class ShapesDataset:
         size_scale: float = 1.0,
         colours: Sequence[str] | None = None,
         rotation_range: float = 360.0,
+        positions: Sequence[str] | None = None,
+        sizes: Sequence[str] | None = None,
+        position_jitter: float = 0.04,
     ):
         self.image_size = image_size
         self.domain = domain
@@ -274,9 +284,14 @@ class ShapesDataset:
         self.size_scale = size_scale
         self.colours = list(colours) if colours else None
         self.rotation_range = rotation_range
-        unknown = [c for c in self.colours or [] if c not in COLOURS]
-        if unknown:
-            raise ValueError(f"unknown colours {unknown}; allowed: {', '.join(COLOURS)}")
+        self.positions = list(positions) if positions else None
+        self.sizes = list(sizes) if sizes else None
+        self.position_jitter = position_jitter
+        for what, given, known in (("colours", self.colours, COLOURS), ("positions", self.positions, POSITIONS),
+                                   ("sizes", self.sizes, SIZES)):
+            unknown = [c for c in given or [] if c not in known]
+            if unknown:
+                raise ValueError(f"unknown {what} {unknown}; allowed: {', '.join(known)}")
         if not colour_pairs(self.colours, domain):
             raise ValueError(f"colours {self.colours} have no (shape, background) pair far enough apart to read in "
                              f"the {domain!r} domain; add contrasting colours (e.g. white and black)")
@@ -286,13 +301,15 @@ class ShapesDataset:
         return np.random.default_rng([self.seed, SHAPE_CLASSES.index(shape), i, ("flat", "textured", "outlined").index(self.domain)])
 
     def attributes(self, shape: str, i: int) -> ShapeAttributes:
-        return sample_attributes(self._rng(shape, i), shape, self.domain, self.max_count, self.colours, self.rotation_range)
+        return sample_attributes(self._rng(shape, i), shape, self.domain, self.max_count, self.colours, self.rotation_range,
+                                 self.positions, self.sizes)
 
     def make(self, label: int, i: int) -> Record:
         shape = self.class_names[label]
         rng = self._rng(shape, i)
-        attrs = sample_attributes(rng, shape, self.domain, self.max_count, self.colours, self.rotation_range)
-        img = render(attrs, self.image_size, rng, self.size_scale)
+        attrs = sample_attributes(rng, shape, self.domain, self.max_count, self.colours, self.rotation_range,
+                                  self.positions, self.sizes)
+        img = render(attrs, self.image_size, rng, self.size_scale, self.position_jitter)
         return Record(img, label, shape, caption_for(attrs), f"shapes/{self.domain}/{shape}/{i}")
 
     def items(self) -> Iterator["Item"]:
