@@ -16,12 +16,15 @@ def main(argv: list[str] | None = None):
     ap.add_argument("--samples", required=True, help="folder of sample sets")
     ap.add_argument("--target", default=None, help="prepared target dataset (a grid of real images for reference)")
     ap.add_argument("--out", required=True, help="report folder (replaced atomically)")
+    ap.add_argument("--memory-benchmark", default=None,
+                    help="benchmarks/mvp_memory.py's result file (MVP vs prefilled peak memory at VAR-d16 size)")
     ap.add_argument("--params", default=None, help="params file (default: params.yaml)")
     args = ap.parse_args(argv)
     setup_logging()
     params = load_params(args.params)
     return build_report(args.scores, args.samples, args.out, sample_params=params.sample,
-                        report_params=params.report, target_dir=args.target)
+                        report_params=params.report, target_dir=args.target,
+                        memory_benchmark=args.memory_benchmark)
 
 
 if __name__ == "__main__":

@@ -382,3 +382,29 @@ def test_var_cond_and_null_embeds_replace_the_class_embedding():
     assert all(torch.equal(a, b) for a, b in zip(by_label, by_embeds))
     other_null = m.sample(None, cond_embeds=cond, null_embeds=torch.randn(1, 16) * 5, **kw)
     assert not all(torch.equal(a, b) for a, b in zip(by_label, other_null))
+
+
+@pytest.mark.parametrize("case", ["none", "bool", "float", "causal", "causal_chunk"])
+def test_cpu_math_attention_matches_sdpa(case, monkeypatch):
+    import genvpt.generators.common as common
+
+    g = torch.Generator().manual_seed(0)
+    Tq = 5 if case == "causal_chunk" else 9
+    q = torch.randn(2, 3, Tq, 8, generator=g)
+    k, v = torch.randn(2, 3, 9, 8, generator=g), torch.randn(2, 3, 9, 8, generator=g)
+    kw: dict = {"scale": 0.3}
+    if case == "bool":
+        kw["attn_mask"] = torch.rand(Tq, 9, generator=g) < 0.7
+        kw["attn_mask"][:, 0] = True  # every query sees at least one key
+    elif case == "float":
+        kw["attn_mask"] = torch.where(torch.ones(9, 9).tril().bool(), 0.0, float("-inf"))
+    elif case.startswith("causal"):
+        kw["causal"] = True
+    monkeypatch.setattr(common, "MATH_ATTENTION_MAX_ENTRIES", 1 << 30)
+    math_out = common.attend(q, k, v, **kw)
+    monkeypatch.setattr(common, "MATH_ATTENTION_MAX_ENTRIES", 0)  # forces torch's SDPA
+    sdpa_out = common.attend(q, k, v, **kw)
+    torch.testing.assert_close(math_out, sdpa_out, rtol=1e-5, atol=1e-5)
+    if case == "causal_chunk":  # the chunk is aligned to the end of the keys: its last row sees every key
+        full = F.scaled_dot_product_attention(q[:, :, -1:], k, v, scale=0.3)
+        torch.testing.assert_close(math_out[:, :, -1:], full, rtol=1e-5, atol=1e-5)

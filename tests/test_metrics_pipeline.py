@@ -280,3 +280,36 @@ def test_prompt_rows_read_the_train_prompt_record(tmp_path):
     m = cost_metrics(cfg, {"sample_time_per_image_s": 0.01, "peak_memory_mb": 500.0, "model_params": 10})
     assert m == {"trainable_params": 4660, "train_time_s": 31.5, "train_peak_memory_mb": 900.0,
                  "sample_time_per_image_s": 0.01, "sample_peak_memory_mb": 500.0, "model_params": 10}
+
+
+def test_memory_lines_compare_mvp_with_prefilled(tmp_path):
+    from genvpt.report.build import memory_lines
+
+    rows = [{"config": "var", "trainable_params": 0},
+            {"config": "mvp", "train_peak_memory_mb": 900.0},
+            {"config": "prefilled", "train_peak_memory_mb": 1200.0}]
+    assert memory_lines(rows) == ["this pipeline (its own VAR and batch): MVP 900 MiB vs prefilled 1200 MiB peak "
+                                  "training memory, ratio 0.75"]
+    bench = tmp_path / "mvp_memory.json"
+    bench.write_text(json.dumps({"depth": 16, "batch_size": 2, "device": "cpu", "ratio_peak": 0.9,
+                                 "ratio_above_start": 0.81, "paper_ratio": 0.625,
+                                 "runs": {"mvp": {"peak_mb": 4032.0}, "prefilled": {"peak_mb": 4480.0}}}))
+    lines = memory_lines(rows, bench)
+    assert len(lines) == 2 and "VAR-d16" in lines[1] and "ratio 0.90 (0.81 counting only" in lines[1]
+    assert "0.625" in lines[1]
+    assert memory_lines([{"config": "mvp", "train_peak_memory_mb": 1.0}], tmp_path / "absent.json") == []
+
+
+def test_trainable_pct_from_the_training_record(tmp_path):
+    from genvpt.metrics.params import SampleConfig
+    from genvpt.metrics.scoring import cost_metrics
+
+    rec = tmp_path / "p" / "record.json"
+    rec.parent.mkdir()
+    rec.write_text(json.dumps({"trainable_params": 8192, "trainable_pct": 0.65, "peak_memory_mb": 1400.0}))
+    sample_record = {"sample_time_per_image_s": 0.01, "peak_memory_mb": 900.0}
+    prompt = cost_metrics(SampleConfig(name="mvp", kind="prompt", generator=str(tmp_path / "p" / "model.pt")),
+                          sample_record)
+    assert prompt["trainable_pct"] == 0.65 and prompt["train_peak_memory_mb"] == 1400.0
+    frozen = cost_metrics(SampleConfig(name="var", family="var", generator="g.pt", tokenizer="t.pt"), sample_record)
+    assert frozen["trainable_params"] == 0 and frozen["trainable_pct"] == 0.0

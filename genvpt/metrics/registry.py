@@ -111,6 +111,8 @@ register_metric_info(
     # cost
     _I("trainable_params", "trainable params", None, "Parameters trained for this configuration (0 for a frozen "
        "backbone).", ",d", "cost"),
+    _I("trainable_pct", "trainable %", None, "Trainable parameters as a percentage of the frozen backbone's "
+       "parameters (from the training record; 0 for a frozen backbone).", ".3f", "cost"),
     _I("model_params", "model params", None, "Parameters of the networks used to sample (generator + tokenizer).",
        ",d", "cost"),
     _I("train_time_s", "train time (s)", None, "Wall-clock training time from the training record.", ".1f", "cost"),

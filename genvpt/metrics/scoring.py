@@ -34,6 +34,7 @@ TRAIN_RECORD_KEYS = {
     "train_time_s": ("train_time_s", "train_seconds", "training_time_s", "train_seconds_this_run", "wall_time_s",
                      "time_s", "elapsed_s"),
     "train_peak_memory_mb": ("peak_memory_mb", "train_peak_memory_mb", "peak_mem_mb"),
+    "trainable_pct": ("trainable_pct",),
 }
 
 
@@ -67,6 +68,8 @@ def cost_metrics(cfg: SampleConfig, sample_record: dict) -> dict[str, float]:
         out["trainable_params"] = cfg.trainable_params
     elif "trainable_params" not in out and cfg.kind == "backbone":
         out["trainable_params"] = 0  # a frozen backbone: nothing is trained for the target domain
+    if cfg.kind == "backbone" and out.get("trainable_params") == 0:
+        out.setdefault("trainable_pct", 0.0)
     out["sample_time_per_image_s"] = float(sample_record["sample_time_per_image_s"])
     out["sample_peak_memory_mb"] = float(sample_record["peak_memory_mb"])
     if sample_record.get("model_params") is not None:

@@ -83,8 +83,12 @@ def build_report(
     sample_params: SampleParams,
     report_params: ReportParams = ReportParams(),
     target_dir: Optional[str | os.PathLike] = None,
+    memory_benchmark: Optional[str | os.PathLike] = None,
 ) -> Path:
-    """Write ``out_dir`` (atomically): index.html, report.md, plots/*.png. Returns the index.html path."""
+    """Write ``out_dir`` (atomically): index.html, report.md, plots/*.png. Returns the index.html path.
+
+    ``memory_benchmark``: ``benchmarks/mvp_memory.py``'s result file; when it exists, its MVP / prefilled peak-memory
+    ratio at VAR-d16 size is reported beside the ratio of this pipeline's own training records."""
     from ..sampling import SampleSet
     from ..metrics.scoring import fd_key
 
@@ -95,6 +99,7 @@ def build_report(
     defs = read_json(defs_path) if defs_path.is_file() else {}
     columns = table_columns(rows)
     fk = fd_key(rows[0]) if rows else None
+    memory = memory_lines(rows, memory_benchmark)
     with atomic_dir(out_dir) as tmp:
         plots = tmp / "plots"
         plots.mkdir()
@@ -130,11 +135,37 @@ def build_report(
             p = plot_fd_vs_params(plots / "fd_vs_params.png", rows, fk)
             if p is not None:
                 figs["fd"].append((f"{metric_info(fk).label} vs trainable parameters", p))
-        md = _markdown(rows, columns, defs, figs, rp, sample_params, fk)
+        md = _markdown(rows, columns, defs, figs, rp, sample_params, fk, memory)
         (tmp / "report.md").write_text(md, encoding="utf-8")
-        (tmp / "index.html").write_text(_html(rows, columns, defs, figs, rp, sample_params, fk), encoding="utf-8")
+        (tmp / "index.html").write_text(_html(rows, columns, defs, figs, rp, sample_params, fk, memory), encoding="utf-8")
     log.info("report with %d configurations written to %s", len(rows), out_dir)
     return Path(out_dir) / "index.html"
+
+
+def memory_lines(rows: list[dict], benchmark: Optional[str | os.PathLike] = None) -> list[str]:
+    """MVP's peak training memory against the prefilled prompt's (MVP adds its prompts to the token maps, the
+    prefilled prompt makes the sequence longer): from the rows' training records, and from the VAR-d16 benchmark
+    file when there is one."""
+    out = []
+    by = {r["config"]: r for r in rows}
+    mvp, pre = by.get("mvp", {}), by.get("prefilled", {})
+    a, b = mvp.get("train_peak_memory_mb"), pre.get("train_peak_memory_mb")
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b > 0:
+        out.append(f"this pipeline (its own VAR and batch): MVP {a:.0f} MiB vs prefilled {b:.0f} MiB peak training "
+                   f"memory, ratio {a / b:.2f}")
+    if benchmark is not None and Path(benchmark).is_file():
+        try:
+            d = read_json(benchmark)
+            runs = d.get("runs", {})
+            out.append(f"VAR-d{d['depth']} with random weights, batch {d['batch_size']} on {d['device']} "
+                       f"({Path(benchmark).as_posix()}): MVP {runs['mvp']['peak_mb']:.0f} MiB vs prefilled "
+                       f"{runs['prefilled']['peak_mb']:.0f} MiB, ratio {d['ratio_peak']:.2f}"
+                       + (f" ({d['ratio_above_start']:.2f} counting only what the training steps add)"
+                          if isinstance(d.get("ratio_above_start"), (int, float)) else "")
+                       + f"; the paper: {d.get('paper_ratio', 0.625):.3f} (14.5 vs 23.2 GB at d16 on a GPU)")
+        except (KeyError, TypeError, ValueError) as err:
+            log.warning("memory benchmark %s not understood: %s", benchmark, err)
+    return out
 
 
 def _headline(rows: list[dict], fk: Optional[str]) -> list[str]:
@@ -156,7 +187,7 @@ def _settings(sp: SampleParams, defs: dict) -> str:
             f"conditioning text \"{defs.get('text_template', '?')}\" with the class name.")
 
 
-def _markdown(rows, columns, defs, figs, rp: ReportParams, sp: SampleParams, fk) -> str:
+def _markdown(rows, columns, defs, figs, rp: ReportParams, sp: SampleParams, fk, memory=()) -> str:
     out = [f"# {rp.title}", ""]
     if _space_note(defs):
         out += [f"> **Feature space.** {_space_note(defs)}.", ""]
@@ -165,6 +196,8 @@ def _markdown(rows, columns, defs, figs, rp: ReportParams, sp: SampleParams, fk)
         out.append(f"- {line}")
     out += ["", "## Metrics", "", "Best value per column in **bold** (↑ higher is better, ↓ lower is better).", "",
             markdown_table(rows, columns)]
+    if memory:
+        out += ["## Peak training memory: MVP against the prefilled prompt", ""] + [f"- {m}" for m in memory] + [""]
     if figs["fd"]:
         out += ["## FD against trainable parameters", ""] + [f"![{t}](plots/{p.name})" for t, p in figs["fd"]] + [""]
     if figs["grids"]:
@@ -186,7 +219,7 @@ def _markdown(rows, columns, defs, figs, rp: ReportParams, sp: SampleParams, fk)
     return "\n".join(out) + "\n"
 
 
-def _html(rows, columns, defs, figs, rp: ReportParams, sp: SampleParams, fk) -> str:
+def _html(rows, columns, defs, figs, rp: ReportParams, sp: SampleParams, fk, memory=()) -> str:
     e = html.escape
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{e(rp.title)}</title>"
              f"<style>{_CSS}</style></head><body>", f"<h1>{e(rp.title)}</h1>"]
@@ -202,6 +235,9 @@ def _html(rows, columns, defs, figs, rp: ReportParams, sp: SampleParams, fk) -> 
     if probe:
         parts.append(f"<p>Linear-probe accuracy on the real images (the ceiling for class acc): "
                      f"{e(format_value('probe_real_acc', probe[0]['probe_real_acc']))}.</p>")
+    if memory:
+        parts.append("<h2>Peak training memory: MVP against the prefilled prompt</h2><ul>"
+                     + "".join(f"<li>{e(m)}</li>" for m in memory) + "</ul>")
     if figs["fd"]:
         parts.append("<h2>FD against trainable parameters</h2>")
         parts += [_img_tag(p, t) for t, p in figs["fd"]]

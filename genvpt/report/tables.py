@@ -13,7 +13,7 @@ __all__ = ["TABLE_KEYS", "table_columns", "best_per_column", "format_value", "ma
 TABLE_KEYS = (
     "fid", "fd_clip", "kid_mean", "kd_clip_mean", "is_mean", "is_clip_mean", "precision", "precision_clip",
     "recall", "recall_clip", "clip_score", "diversity_lpips", "diversity_clip", "class_acc", "trainable_params",
-    "train_time_s", "sample_time_per_image_s", "sample_peak_memory_mb",
+    "trainable_pct", "train_time_s", "train_peak_memory_mb", "sample_time_per_image_s", "sample_peak_memory_mb",
 )
 
 
