@@ -95,7 +95,8 @@ def attend(
     ``causal`` with a query chunk shorter than the keys (cached decoding) aligns the chunk to the END of the keys.
     """
     Tq, Tk = q.shape[-2], k.shape[-2]
-    if causal and (Tq != Tk or _use_math(q, k, dropout_p)):
+    explicit = _use_math(q, k, dropout_p)
+    if causal and (Tq != Tk or explicit):
         if Tq == 1:
             causal = False  # one new query sees every cached key
         else:
@@ -104,7 +105,7 @@ def attend(
             cols = torch.arange(Tk, device=q.device)[None, :]
             attn_mask = (cols <= rows) if attn_mask is None else attn_mask & (cols <= rows)
             causal = False
-    if _use_math(q, k, dropout_p):
+    if explicit:
         a = (q @ k.transpose(-1, -2)) * (scale if scale is not None else q.shape[-1] ** -0.5)
         if attn_mask is not None:
             a = a.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool else a + attn_mask
