@@ -51,6 +51,23 @@ def test_dataset_params_invalidate_prepare_and_downstream_only():
     assert not names & upstream_only, f"a dataset change would rerun {sorted(names & upstream_only)}"
 
 
+def test_sample_stage_reruns_when_any_family_sampling_default_changes():
+    """The sample stage draws every report row with its family's defaults (`generator.<family>.sample`, see
+    `genvpt.generators.sample_settings`), so each family's block must be a declared param of that stage."""
+    from dvc.repo import Repo
+
+    with contextlib.chdir(ROOT), Repo(str(ROOT)) as repo:
+        (stage,) = [s for s in repo.index.stages if s.addressing == "sample"]
+        keys = set()
+        for dep in stage.params:
+            keys |= set(dep.params) if isinstance(dep.params, (list, tuple)) else set(dep.params or [])
+    families = {m["family"] for m in yaml.safe_load((ROOT / "params.yaml").read_text())["sample"]["configs"]
+                if m.get("kind") == "backbone"}
+    assert families == {"ar", "maskgit", "var"}
+    missing = {f"generator.{f}.sample" for f in families} - keys
+    assert not missing, f"the sample stage does not rerun when {sorted(missing)} change"
+
+
 def test_dvc_repro_and_exp_run_rerun_prepare_only(tmp_path, venv_path_env):
     repo = make_repo_copy(tmp_path / "repo", tiny_params())
     out = _dvc(["repro", "prepare_source", "prepare"], repo, venv_path_env)
