@@ -28,6 +28,14 @@ def _dvc(args, cwd, env):
     return r.stdout + r.stderr
 
 
+def _param_keys(stage) -> set[str]:
+    """The params keys a DVC stage declares (over all its params files)."""
+    keys: set[str] = set()
+    for dep in stage.params:
+        keys |= set(dep.params) if isinstance(dep.params, (list, tuple)) else set(dep.params or [])
+    return keys
+
+
 def test_dataset_params_invalidate_prepare_and_downstream_only():
     """Static check on the real dvc.yaml: what a change of `dataset.*` makes stale."""
     import networkx as nx
@@ -37,10 +45,8 @@ def test_dataset_params_invalidate_prepare_and_downstream_only():
         graph = repo.index.graph
         direct = set()
         for st in repo.index.stages:
-            for dep in st.params:
-                keys = list(dep.params) if isinstance(dep.params, (list, tuple)) else list(dep.params or [])
-                if any(k == "dataset" or k.startswith("dataset.") for k in keys):
-                    direct.add(st)
+            if any(k == "dataset" or k.startswith("dataset.") for k in _param_keys(st)):
+                direct.add(st)
         stale = set(direct)
         for st in direct:
             stale |= nx.ancestors(graph, st)  # edges point dependent -> dependency: ancestors are downstream
@@ -58,9 +64,7 @@ def test_sample_stage_reruns_when_any_family_sampling_default_changes():
 
     with contextlib.chdir(ROOT), Repo(str(ROOT)) as repo:
         (stage,) = [s for s in repo.index.stages if s.addressing == "sample"]
-        keys = set()
-        for dep in stage.params:
-            keys |= set(dep.params) if isinstance(dep.params, (list, tuple)) else set(dep.params or [])
+        keys = _param_keys(stage)
     families = {m["family"] for m in yaml.safe_load((ROOT / "params.yaml").read_text())["sample"]["configs"]
                 if m.get("kind") == "backbone"}
     assert families == {"ar", "maskgit", "var"}
