@@ -6,7 +6,7 @@ Writes benchmarks/results/mvp_memory.json.
 
 Method: each method runs in its own fresh process (so one method's allocations cannot lower the other's peak). The
 model (frozen, fp32) and a batch of random tokens are built, then ``--steps`` training steps (forward with the
-prompts, VAR's cross-entropy, backward into the prompts, AdamW step) run inside :class:`genvpt.prompts.memory.PeakMemory`:
+prompts, VAR's cross-entropy, backward into the prompts, AdamW step) run inside :class:`genvpt.adaptation.memory.PeakMemory`:
 
 * on a GPU: ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats`` (everything allocated, weights
   included, like the paper's "peak GPU memory"); ``above_start`` subtracts what was allocated before the steps;
@@ -15,7 +15,7 @@ prompts, VAR's cross-entropy, backward into the prompts, AdamW step) run inside 
   step itself needs. On CPU the ratio of ``above_start`` is the comparable figure: the whole-process peak also counts
   the interpreter, torch and the 1.2 GB of weights, which both methods share.
 
-The batch size comes from params (``prompts.memory_benchmark.batch_size`` on a GPU, ``cpu_batch_size`` without one)
+The batch size comes from params (``adaptation.memory_benchmark.batch_size`` on a GPU, ``cpu_batch_size`` without one)
 unless ``--batch-size`` is given. Only the token cross-entropy is in the step: the CLIP terms add the same images
 for both methods, and the comparison is about sequence length.
 """
@@ -34,18 +34,28 @@ def worker(method: str, depth: int, tau: int, batch: int, steps: int, device: st
     import torch
     import torch.nn.functional as F
 
+    from genvpt.adaptation.memory import PeakMemory
+    from genvpt.adaptation.method import MethodInfo
+    from genvpt.adaptation.params import AdaptationParams
+    from genvpt.adaptation.train import build_method
+    from genvpt.backbones import backbone_class
     from genvpt.generators.var import VAR, build_var_config
-    from genvpt.prompts.memory import PeakMemory
-    from genvpt.prompts.mvp import build_prompted
-    from genvpt.prompts.params import PromptConfig
+    from genvpt.tokenizers.msvq import MSVQConfig, MultiScaleVQVAE
 
     dev = torch.device(device)
     torch.manual_seed(0)
     var = VAR(build_var_config(depth)).to(dev)  # VAR's own random initialisation
     L = var.L
     params = sum(p.numel() for p in var.parameters())
-    model = build_prompted(var, PromptConfig(method=method, tau=tau, init_std=0.02))
-    trainable = [p for _, p in model.trainable_named_parameters()]
+    tok = MultiScaleVQVAE(MSVQConfig(vocab_size=var.cfg.vocab_size, z_channels=var.cfg.Cvae,
+                                     patch_nums=tuple(var.patch_nums))).to(dev)
+    backbone = backbone_class("var")(var, tok)
+    init = {"init_std": 0.02} if method == "mvp" else {"init": "normal"}
+    cfg = AdaptationParams(configs={"m": {"backbone": "var", "method": method, "tau": tau, "lambda_sen": 0,
+                                          "lambda_cap": 0, **init} if method == "mvp" else
+                                    {"backbone": "var", "method": method, "tau": tau, **init}}).config("m")
+    model = build_method(cfg, backbone, MethodInfo(num_classes=var.num_classes), 0)
+    trainable = [p for _, p in model.trainable_parameters()]
     opt = torch.optim.AdamW(trainable, lr=1e-3)
     g = torch.Generator().manual_seed(0)
     labels = torch.randint(0, var.num_classes, (batch,), generator=g).to(dev)
@@ -55,7 +65,8 @@ def worker(method: str, depth: int, tau: int, batch: int, steps: int, device: st
     with PeakMemory(dev) as mem:
         for _ in range(steps):
             t0 = time.perf_counter()
-            logits = model(labels, x)
+            inj = model.injections(labels)
+            logits = var(labels, x, input_offsets=inj.input_offsets, prefix_embeds=inj.prefix)
             loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), gt.reshape(-1))
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -64,7 +75,7 @@ def worker(method: str, depth: int, tau: int, batch: int, steps: int, device: st
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
             times.append(time.perf_counter() - t0)
-    n_tok = model.prompt.num_tokens
+    n_tok = model.prompt.num_tokens if method == "mvp" else model.num_tokens
     return {
         "method": method,
         "prompt_tokens": n_tok,
@@ -97,7 +108,7 @@ def main() -> None:
         return
     from genvpt.config import load_params
 
-    mb = load_params(ROOT / "params.yaml").prompts.memory_benchmark
+    mb = load_params(ROOT / "params.yaml").adaptation.memory_benchmark
     depth = args.depth or mb.depth
     tau = args.tau or mb.tau
     batch = args.batch_size or (mb.batch_size if device == "cuda" else mb.cpu_batch_size)
@@ -120,7 +131,7 @@ def main() -> None:
         "tau": tau,
         "batch_size": batch,
         "batch_size_note": None if device == "cuda" else
-        f"no GPU here: CPU at a reduced batch (prompts.memory_benchmark.cpu_batch_size); the GPU batch in params is {mb.batch_size}",
+        f"no GPU here: CPU at a reduced batch (adaptation.memory_benchmark.cpu_batch_size); the GPU batch in params is {mb.batch_size}",
         "steps": args.steps,
         "method": "fresh process per method; CUDA max_memory_allocated, or on CPU the VmHWM of the step phase",
         "runs": runs,

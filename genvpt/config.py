@@ -10,16 +10,24 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal, Mapping, Optional
+from typing import Any, Mapping, Optional
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from .schema import StrictModel
+from .datasets.params import (
+    SHAPE_CLASSES,
+    DatasetParams,
+    FewShotParams,
+    PrepareParams,
+    ShapesParams,
+    with_source_defaults,
+)
 from .metrics.params import MetricsParams, ReportParams, SampleParams
-from .clip_params import ClipParams
+from .clip.params import ClipParams
 from .captions.params import CaptionParams
-from .prompts.params import PromptsParams
+from .adaptation.params import AdaptationParams
 from .generators.params import GeneratorParams
 from .tokenizers.params import TokenizerParams
 
@@ -39,132 +47,9 @@ __all__ = [
 
 DEFAULT_PARAMS = "params.yaml"
 
-# The procedurally generated dataset's classes (genvpt/datasets/shapes.py draws each of them).
-SHAPE_CLASSES = (
-    "circle",
-    "square",
-    "triangle",
-    "star",
-    "pentagon",
-    "hexagon",
-    "cross",
-    "diamond",
-    "heart",
-    "crescent",
-    "arrow",
-    "ring",
-)
-
 
 class ConfigError(ValueError):
     """Invalid params: the message names the file, the key and what is allowed."""
-
-
-class FewShotParams(StrictModel):
-    """Few-shot subsampling: keep ``num_classes`` classes (all if null) and ``images_per_class`` training
-    images of each (all if null). Chosen with ``seed``; the validation split keeps every image of the kept classes."""
-
-    images_per_class: Optional[int] = Field(default=None, ge=1)
-    num_classes: Optional[int] = Field(default=None, ge=1)
-    seed: int = 0
-
-
-class ShapesParams(StrictModel):
-    """The procedurally generated dataset. ``domain`` is the style shift between source and target:
-    ``flat`` (filled shapes on plain backgrounds), ``textured`` (striped/dotted/checkered/gradient backgrounds and
-    patterned fills), ``outlined`` (outline-only shapes on plain backgrounds)."""
-
-    domain: Literal["flat", "textured", "outlined"] = "flat"
-    images_per_class: int = Field(default=300, ge=1)
-    classes: Optional[list[str]] = None
-    max_count: int = Field(default=2, ge=1, le=3)
-    # radius multiplier of every size (small/medium/large = 0.14/0.19/0.25 of the side at 1.0); a shape's centre is
-    # pulled inwards just enough to keep it inside the canvas
-    size_scale: float = Field(default=1.0, ge=0.5, le=2.0)
-    colours: Optional[list[str]] = None  # shape and background colours drawn from (null: all 12)
-    rotation_range: float = Field(default=360.0, ge=0.0, le=360.0)  # degrees; < 360: within +-range/2 of upright
-    # where a single shape sits / how large it is, drawn from these names (null: all); several shapes use corners
-    positions: Optional[list[str]] = None
-    sizes: Optional[list[str]] = None
-    position_jitter: float = Field(default=0.04, ge=0.0, le=0.2)  # random shift of a shape's centre (fraction of the side)
-
-    @field_validator("positions", "sizes")
-    @classmethod
-    def _known_names(cls, v: Optional[list[str]], info) -> Optional[list[str]]:
-        from .datasets.shapes import POSITIONS, SIZES
-
-        if v is None:
-            return v
-        known = POSITIONS if info.field_name == "positions" else SIZES
-        unknown = [c for c in v if c not in known]
-        if unknown or len(set(v)) != len(v) or not v:
-            raise ValueError(f"{info.field_name} must be distinct names from: {', '.join(known)} (got {v})")
-        return v
-
-    @field_validator("colours")
-    @classmethod
-    def _known_colours(cls, v: Optional[list[str]]) -> Optional[list[str]]:
-        from .datasets.shapes import COLOURS
-
-        if v is None:
-            return v
-        unknown = [c for c in v if c not in COLOURS]
-        if unknown or len(set(v)) != len(v) or len(v) < 2:
-            raise ValueError(f"colours must be at least two distinct names from: {', '.join(COLOURS)}")
-        return v
-
-    @model_validator(mode="after")
-    def _readable_colours(self) -> "ShapesParams":
-        if not self.colours:
-            return self
-        from .datasets.shapes import colour_pairs
-
-        if not colour_pairs(self.colours, self.domain):
-            raise ValueError(f"colours {self.colours} have no (shape, background) pair with enough contrast for the "
-                             f"{self.domain!r} domain; add contrasting colours (e.g. white and black)")
-        return self
-
-    @field_validator("classes")
-    @classmethod
-    def _known_classes(cls, v: Optional[list[str]]) -> Optional[list[str]]:
-        if v is None:
-            return v
-        unknown = [c for c in v if c not in SHAPE_CLASSES]
-        if unknown:
-            raise ValueError(f"unknown shape classes {unknown}; allowed: {', '.join(SHAPE_CLASSES)}")
-        if len(set(v)) != len(v) or len(v) < 2:
-            raise ValueError("classes must be at least two distinct names")
-        return v
-
-
-class DatasetParams(StrictModel):
-    """One dataset: where images come from and how they are split and subsampled."""
-
-    name: Literal["shapes", "digits", "imagefolder", "parquet", "webdataset"] = "shapes"
-    image_size: int = Field(default=32, ge=8, le=1024)
-    seed: int = 0
-    val_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
-    # users' data: a class-per-folder root, a parquet file or folder, or a folder/brace pattern of .tar shards
-    path: Optional[str] = None
-    image_column: str = "image"
-    label_column: str = "label"
-    caption_column: Optional[str] = None
-    class_names: Optional[list[str]] = None
-    shapes: ShapesParams = ShapesParams()
-    few_shot: FewShotParams = FewShotParams()
-
-    @model_validator(mode="after")
-    def _path_needed(self) -> "DatasetParams":
-        if self.name in ("imagefolder", "parquet", "webdataset") and not self.path:
-            raise ValueError(f"path is required when name is {self.name!r}")
-        return self
-
-
-class PrepareParams(StrictModel):
-    """The prepare stage: shard size and how much bad input is tolerated before failing."""
-
-    shard_maxcount: int = Field(default=10000, ge=1)
-    max_reject_fraction: float = Field(default=0.05, ge=0.0, le=1.0)
 
 
 class PrefectParams(StrictModel):
@@ -175,11 +60,7 @@ class PrefectParams(StrictModel):
 
 
 def _source_default() -> DatasetParams:
-    return DatasetParams(name="shapes", shapes=ShapesParams(domain="flat"))
-
-
-def _target_default() -> DatasetParams:
-    return DatasetParams(name="shapes", shapes=ShapesParams(domain="textured", images_per_class=100))
+    return DatasetParams.model_validate(with_source_defaults({}))
 
 
 class Params(StrictModel):
@@ -187,8 +68,9 @@ class Params(StrictModel):
 
     seed: int = 0
     # the target domain that prompts adapt to: the block users swap
-    dataset: DatasetParams = Field(default_factory=_target_default)
-    # the domain the embedded default's backbones are pretrained on (unused when checkpoints are named)
+    dataset: DatasetParams = Field(default_factory=DatasetParams)
+    # the domain the embedded default's backbones are pretrained on (unused when checkpoints are named); a partial
+    # block is read over genvpt.datasets.params.SOURCE_DEFAULTS, not over the target's defaults
     source: DatasetParams = Field(default_factory=_source_default)
     prepare: PrepareParams = PrepareParams()
     prefect: PrefectParams = PrefectParams()
@@ -196,15 +78,22 @@ class Params(StrictModel):
     sample: SampleParams = SampleParams()
     metrics: MetricsParams = MetricsParams()
     report: ReportParams = ReportParams()
-    # captions and multi-level texts (genvpt/captions/params.py); the CLIP (genvpt/clip_params.py)
+    # captions and multi-level texts (genvpt/captions/params.py); the CLIP (genvpt/clip/params.py)
     caption: CaptionParams = CaptionParams()
     clip: ClipParams = ClipParams()
-    # prompt-tuning configurations on the frozen VAR (genvpt/prompts/params.py)
-    prompts: PromptsParams = PromptsParams()
+    # adaptation configurations: backbone x method, trained once per seed (genvpt/adaptation/params.py)
+    adaptation: AdaptationParams = AdaptationParams()
     # the frozen backbones AR / MaskGIT / VAR, their pretraining and sampling (genvpt/generators/params.py)
     generator: GeneratorParams = GeneratorParams()
     # the VQ tokenizers: taming VQGAN and VAR's multi-scale VQ-VAE (genvpt/tokenizers/params.py)
     tokenizer: TokenizerParams = TokenizerParams()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _source_block_defaults(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and "source" in data:
+            data = {**data, "source": with_source_defaults(data["source"])}
+        return data
 
 
 def _allowed_here(model: type[BaseModel], loc: tuple) -> Optional[list[str]]:

@@ -53,7 +53,8 @@ __all__ = [
 def _load_backbone(cfg: SampleConfig, device: torch.device, params: Any = None):
     """A frozen generator + tokenizer; sampling settings from params' ``generator`` section, overridden by
     ``cfg.sampling`` at each call."""
-    from .generators import load_backbone, sample_settings
+    from .backbones import load_backbone
+    from .generators import sample_settings
 
     for p in (cfg.generator, cfg.tokenizer):
         if not Path(p).is_file():
@@ -68,7 +69,7 @@ SAMPLERS: dict[str, Loader] = {"backbone": _load_backbone}
 
 
 # kinds whose loader lives in another area: imported (and registered) on first use
-PROVIDERS = {"prompt": "genvpt.prompts.sampler"}
+PROVIDERS = {"adapted": "genvpt.adaptation.sampler"}
 
 
 def _loader(kind: str) -> Loader:
@@ -135,8 +136,12 @@ def sample_config(
     sampler: Any = None,
     full_params: Any = None,
     show_progress: bool = True,
+    seed: Optional[int] = None,
+    record_extra: Optional[dict] = None,
 ) -> dict:
-    """Sample ``images_per_class`` images of every class from ``cfg`` into ``out_dir`` (atomic); return the record."""
+    """Sample ``images_per_class`` images of every class from ``cfg`` into ``out_dir`` (atomic); return the record.
+    ``seed``: the sampling seed (default ``params.seed``); ``record_extra``: fields added to record.json."""
+    sampling_seed = params.seed if seed is None else int(seed)
     device = resolve_device(params.device, "sample.device")
     t0 = time.perf_counter()
     if device.type == "cuda":
@@ -165,7 +170,7 @@ def sample_config(
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
                 ts = time.perf_counter()
-                imgs = sampler.sample_images(lab, seed=_chunk_seed(params.seed, c), batch_size=bs, **cfg.sampling)
+                imgs = sampler.sample_images(lab, seed=_chunk_seed(sampling_seed, c), batch_size=bs, **cfg.sampling)
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
                 sample_s += time.perf_counter() - ts
@@ -189,7 +194,7 @@ def sample_config(
             "class_names": list(class_names),
             "labels": labels.tolist(),
             "texts": _conditioning_texts(sampler, labels),
-            "seed": params.seed,
+            "sampling_seed": sampling_seed,
             "batch_size": bs,
             "image_shape": list(shape) if shape else None,
             "device": str(device),
@@ -199,6 +204,7 @@ def sample_config(
             "peak_memory_mb": peak_memory_mb(device),
             "peak_memory_kind": "cuda_max_allocated" if device.type == "cuda" else "process_max_rss",
             "model_params": _model_params(sampler),
+            **(record_extra or {}),
         }
         write_json(tmp / "record.json", record)
     log.info("%s: %d images in %.1f s (%.4f s/image), peak memory %.0f MiB", cfg.name, n, sample_s,
@@ -207,14 +213,62 @@ def sample_config(
 
 
 def _sample_in_child(cfg_json: dict, class_names: list[str], params_json: dict, full_json: Optional[dict],
-                     out_dir: str) -> dict:
+                     out_dir: str, seed: Optional[int] = None, record_extra: Optional[dict] = None) -> dict:
     from .config import validate_params
     from .logs import setup_logging
 
     setup_logging()
     full = validate_params(full_json) if full_json is not None else None
     return sample_config(SampleConfig.model_validate(cfg_json), class_names,
-                         SampleParams.model_validate(params_json), out_dir, full_params=full)
+                         SampleParams.model_validate(params_json), out_dir, full_params=full, seed=seed,
+                         record_extra=record_extra)
+
+
+def _sample_one(cfg: SampleConfig, class_names: list[str], params: SampleParams, out: Path, full_params: Any,
+                seed: Optional[int], extra: dict) -> dict:
+    device = resolve_device(params.device, "sample.device")
+    if params.isolate and device.type == "cpu":
+        # a fresh process per sample set: its max RSS is this model's peak memory
+        full_json = full_params.model_dump(mode="json") if full_params is not None else None
+        with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            return pool.submit(_sample_in_child, cfg.model_dump(mode="json"), list(class_names),
+                               params.model_dump(mode="json"), full_json, str(out), seed, extra).result()
+    return sample_config(cfg, class_names, params, out, full_params=full_params, seed=seed, record_extra=extra)
+
+
+def sample_frozen_row(params: SampleParams, class_names: list[str], out_dir: str | os.PathLike, *, family: str,
+                      generator: str, tokenizer: str, full_params: Any = None) -> list[dict]:
+    """A frozen backbone's report row: one sample set per sampling seed (``sample.sampling_seeds``) under
+    ``out_dir/seed-<s>/`` (their spread is the sampling noise). The whole row is written atomically."""
+    row = Path(out_dir).name
+    cfg = SampleConfig(name=row, kind="backbone", family=family, generator=str(generator), tokenizer=str(tokenizer))
+    records = []
+    with atomic_dir(out_dir) as tmp:
+        for s in params.sampling_seeds:
+            extra = {"row": row, "kind": "frozen", "backbone": family, "method": None, "seed": int(s),
+                     "spread_over": "sampling_seed", "train_record": None, "trainable_params": 0}
+            records.append(_sample_one(cfg, class_names, params, tmp / f"seed-{s}", full_params, int(s), extra))
+    return records
+
+
+def sample_adapted_row(params: SampleParams, class_names: list[str], out_dir: str | os.PathLike, *, models_dir: str,
+                       seeds: list[int], full_params: Any = None) -> list[dict]:
+    """An adapted configuration's report row: one sample set per training seed (``models_dir/seed-<s>/model.pt``,
+    sampled with sampling seed ``sample.seed``) under ``out_dir/seed-<s>/``; written atomically."""
+    row = Path(out_dir).name
+    records = []
+    with atomic_dir(out_dir) as tmp:
+        for s in seeds:
+            model = Path(models_dir) / f"seed-{s}" / "model.pt"
+            rec_path = model.parent / "record.json"
+            train_rec = read_json(rec_path) if rec_path.is_file() else {}
+            cfg = SampleConfig(name=row, kind="adapted", generator=str(model), train_record=str(rec_path),
+                               curves=[str(model.parent / "curve.csv")])
+            extra = {"row": row, "kind": "adapted", "backbone": train_rec.get("backbone"),
+                     "method": train_rec.get("method"), "seed": int(s), "spread_over": "training_seed",
+                     "train_record": str(rec_path), "trainable_params": train_rec.get("trainable_params")}
+            records.append(_sample_one(cfg, class_names, params, tmp / f"seed-{s}", full_params, None, extra))
+    return records
 
 
 def run_sampling(

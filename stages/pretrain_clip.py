@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     setup_logging()
     params = load_params(args.params)
-    from genvpt.clip_pretrain import pretrain_clip
+    from genvpt.clip.pretrain import pretrain_clip
 
     return pretrain_clip(
         args.source, args.out, params.clip, seed=params.seed, target_dir=args.target,

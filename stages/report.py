@@ -1,13 +1,22 @@
-"""DVC stage `report`: scores + sample sets -> report/index.html (self-contained) and report/report.md, with the
-metrics table (best per column marked), a sample grid per configuration, training curves and FD against trainable
-parameters (report/plots/*.png, DVC plots)."""
+"""DVC stage `report`: scores + sample sets -> report/index.html (self-contained) and report/report.md: every number
+mean ± std (n seeds), the best per column marked only beyond the spread, the sampling noise stated once, headline
+comparisons of row pairs with both spreads, averaged variants (mvp-random0/1/2), a sample grid per row (its first
+seed), training curves and FD against trainable parameters (report/plots/*.png, DVC plots)."""
 from __future__ import annotations
 
 import argparse
 
 from genvpt.config import load_params
 from genvpt.logs import setup_logging
-from genvpt.report import build_report
+from genvpt.metrics.scoring import report_rows
+from genvpt.report import DEFAULT_COMPARISONS, build_report
+
+
+def _pair(text: str) -> tuple[str, str]:
+    a, sep, b = text.partition(":")
+    if not sep or not a or not b:
+        raise argparse.ArgumentTypeError(f"--compare wants ROW_A:ROW_B, got {text!r}")
+    return a, b
 
 
 def main(argv: list[str] | None = None):
@@ -16,15 +25,18 @@ def main(argv: list[str] | None = None):
     ap.add_argument("--samples", required=True, help="folder of sample sets")
     ap.add_argument("--target", default=None, help="prepared target dataset (a grid of real images for reference)")
     ap.add_argument("--out", required=True, help="report folder (replaced atomically)")
+    ap.add_argument("--compare", action="append", type=_pair, default=None, metavar="ROW_A:ROW_B",
+                    help="a headline comparison, repeatable (default: "
+                         + ", ".join(f"{a}:{b}" for a, b in DEFAULT_COMPARISONS) + ")")
     ap.add_argument("--memory-benchmark", default=None,
                     help="benchmarks/mvp_memory.py's result file (MVP vs prefilled peak memory at VAR-d16 size)")
     ap.add_argument("--params", default=None, help="params file (default: params.yaml)")
     args = ap.parse_args(argv)
     setup_logging()
     params = load_params(args.params)
-    return build_report(args.scores, args.samples, args.out, sample_params=params.sample,
-                        report_params=params.report, target_dir=args.target,
-                        memory_benchmark=args.memory_benchmark)
+    return build_report(args.scores, args.samples, args.out, report_params=params.report,
+                        comparisons=args.compare or DEFAULT_COMPARISONS, order=report_rows(params),
+                        target_dir=args.target, memory_benchmark=args.memory_benchmark)
 
 
 if __name__ == "__main__":

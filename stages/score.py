@@ -1,12 +1,14 @@
-"""DVC stage `score`: every sample set against the target's real images -> scores/metrics/<config>/metrics.json
-(DVC metrics), metrics.parquet (all configurations), definitions.json and fd_vs_params.csv (DVC plot)."""
+"""DVC stage `score`: every sample set (data/samples/<row>/seed-<s>/) of every report row against the target's real
+images -> scores/metrics.parquet (one row per sample set), summary.parquet (one row per report row: mean, std over
+seeds, n_seeds), metrics/<row>/metrics.json (DVC metrics: means and stds), definitions.json and fd_vs_params.csv
+(DVC plot). The rows: the frozen generator families, then the adaptation configurations (report_rows)."""
 from __future__ import annotations
 
 import argparse
 
 from genvpt.config import load_params
 from genvpt.logs import setup_logging
-from genvpt.metrics.scoring import load_scoring_clip, score_sample_sets
+from genvpt.metrics.scoring import load_scoring_clip, report_rows, score_sample_sets
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -20,8 +22,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     setup_logging()
     params = load_params(args.params)
     clip = load_scoring_clip(params, args.clip)
-    return score_sample_sets(params.sample, params.metrics, args.samples, args.target, args.out, clip_model=clip,
-                             default_text_template=params.caption.sentence_template)
+    return score_sample_sets(report_rows(params), params.metrics, args.samples, args.target, args.out,
+                             clip_model=clip, default_text_template=params.caption.sentence_template)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """Stage ``tokenize@<family>-<domain>``: a prepared dataset -> token shards with a tokenizer.
 
-Reads ``data/prepared/<domain>/{train,val}`` (WebDataset shards of PNGs), encodes every image with the tokenizer
-file (``data/tokenizers/<family>/model.pt``), batched under ``torch.inference_mode()``, and writes
-``data/tokens/<family>/<domain>/{train,val}/shard-*.tar`` + ``meta.json`` + ``classes.json`` (layout in
+Reads every split the prepared dataset holds, ``data/prepared/<domain>/{train,val,test}`` (WebDataset shards of PNGs;
+the source has no test split), encodes every image with the tokenizer file (``data/tokenizers/<family>/model.pt``),
+batched under ``torch.inference_mode()``, and writes the same splits to
+``data/tokens/<family>/<domain>/<split>/shard-*.tar`` + ``meta.json`` + ``classes.json`` (layout in
 ``genvpt/tokenizers/token_shards.py``), plus a metrics json (throughput; reconstruction PSNR and codebook usage
 per split).
 """
@@ -18,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from genvpt.config import load_params
-from genvpt.datasets.shards import SPLITS, load_split, read_classes
+from genvpt.datasets.shards import load_split, present_splits, read_classes
 from genvpt.io import atomic_dir, sha256_file, write_json
 from genvpt.logs import setup_logging
 from genvpt.tokenizers import FAMILIES, decode_tokens, encode_tokens, load_tokenizer, token_grid
@@ -89,8 +90,10 @@ def main(argv: list[str] | None = None) -> None:
     metrics: dict = {"family": args.family, "tokenizer": str(tok_path), "data": str(data), "device": str(device)}
     counts: dict[str, int] = {}
     grid: list[int] | None = None
+    # every split the prepared folder holds; train always (load_split names the folder when it is missing)
+    splits = ["train"] + [s for s in present_splits(data) if s != "train"]
     with atomic_dir(out) as tmp:
-        for split in SPLITS:
+        for split in splits:
             sd = load_split(data, split)
             image_size = int(sd.images.shape[-1])
             if grid is None:

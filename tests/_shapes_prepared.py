@@ -1,4 +1,5 @@
-"""A tiny real prepared shapes dataset for the caption and CLIP tests (3 classes x 4 images: 9 train / 3 val)."""
+"""A tiny real prepared shapes dataset for the caption and CLIP tests (3 classes x 4 images: 6 train / 3 val /
+3 test)."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -76,7 +76,7 @@ def test_transformers_backend_captions_every_key_with_prompt_stripped(prepared, 
     out = tmp_path / "captions.parquet"
     stats = caption_dataset(prepared, out, _hf(tiny_blip2, prompt=prompt))
     t = _table(out)
-    samples = list_samples(prepared, ["train", "val"])
+    samples = list_samples(prepared, ["train", "val", "test"])  # caption.splits: every split by default
     assert t["key"] == [s.key for s in samples] and stats["captions"] == 12
     assert set(t["captioner"]) == {f"transformers:{tiny_blip2}"}
     settings = json.loads(t["settings"][0])

@@ -1,4 +1,4 @@
-"""genvpt/clip.py and the pretrain_clip loop: tiny open_clip models built here, one random ViT-B-32 round trip."""
+"""genvpt/clip/ (model.py and the pretrain_clip loop): tiny open_clip models built here, one random ViT-B-32 round trip."""
 from __future__ import annotations
 
 import warnings
@@ -10,7 +10,7 @@ import torch
 from genvpt.checkpoint import CheckpointMismatch
 from genvpt.clip import (ClipModel, ClipWeightsError, QuickGeluWarning, build_clip, is_torchscript_file, load_clip,
                          save_clip)
-from genvpt.clip_params import ClipParams, ClipTrainParams
+from genvpt.clip.params import ClipParams, ClipTrainParams
 
 TINY = "genvpt-tiny-cnn"  # the embedded default: conv tower (timm-registered) + open_clip text transformer
 VIT = "genvpt-tiny-vit"
@@ -123,7 +123,7 @@ def test_quick_gelu_is_a_param_and_unset_warns(tmp_path):
     with torch.no_grad():  # same weights, different activation: the silent error the warning is about
         assert not torch.allclose(quick.encode_images(imgs), gelu.encode_images(imgs), atol=1e-4)
         assert not torch.allclose(quick.encode_texts(CAPS), gelu.encode_texts(CAPS), atol=1e-4)
-    from genvpt.clip import _auto_quick_gelu
+    from genvpt.clip.model import _auto_quick_gelu
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the -quickgelu name settles it without a warning
@@ -188,7 +188,7 @@ def _train_params(**kw) -> ClipParams:
 def test_pretrain_clip_writes_outputs_and_resumes_exactly(domains, tmp_path, monkeypatch):
     import json
 
-    from genvpt import clip_pretrain
+    from genvpt.clip import pretrain as clip_pretrain
     from genvpt.training import TrainCheckpoint
 
     source, target = domains
@@ -227,7 +227,7 @@ def test_pretrain_clip_writes_outputs_and_resumes_exactly(domains, tmp_path, mon
 
 
 def test_texture_augmentation_repaints_plain_backgrounds_and_captions(domains):
-    from genvpt.clip_pretrain import TEXTURE_WORDS, add_textures
+    from genvpt.clip.pretrain import TEXTURE_WORDS, add_textures
     from genvpt.datasets.shards import load_split
 
     split = load_split(domains[0], "train")
@@ -245,9 +245,9 @@ def test_a_real_clip_model_is_imported_and_evaluated_not_trained(domains, tiny, 
 
     import open_clip
 
-    from genvpt.clip_pretrain import pretrain_clip
+    from genvpt.clip.pretrain import pretrain_clip
 
-    cfg = json.loads((Path(__file__).resolve().parents[1] / f"genvpt/clip_configs/{TINY}.json").read_text())
+    cfg = json.loads((Path(__file__).resolve().parents[1] / f"genvpt/clip/configs/{TINY}.json").read_text())
     cfg["quick_gelu"] = True  # like ViT-B-32-quickgelu
     (tmp_path / "cfg").mkdir()
     (tmp_path / "cfg" / "foreign-tiny-quickgelu.json").write_text(json.dumps(cfg))
@@ -267,7 +267,7 @@ def test_a_real_clip_model_is_imported_and_evaluated_not_trained(domains, tiny, 
 
 
 def test_flips_mirror_the_caption_positions_and_shifts_move_pixels():
-    from genvpt.clip_pretrain import flip_and_shift
+    from genvpt.clip.pretrain import flip_and_shift
 
     img = torch.zeros(64, 3, 8, 8, dtype=torch.uint8)
     img[:, :, 1, 1] = 255  # a dot in the upper left

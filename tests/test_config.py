@@ -64,3 +64,65 @@ def test_readme_params_examples_validate():
     assert len(blocks) >= 2
     for blk in blocks:
         validate_params(yaml.safe_load(blk))
+
+
+def test_dataset_defaults_are_params_yaml():
+    """One source of defaults: the models' defaults are params.yaml's dataset / source / prepare blocks."""
+    from genvpt.config import DatasetParams, Params, PrepareParams
+
+    repo = load_params(ROOT / "params.yaml")
+    defaults = Params()
+    for block in ("dataset", "source", "prepare"):
+        assert getattr(defaults, block) == getattr(repo, block), block
+    assert DatasetParams() == repo.dataset and PrepareParams() == repo.prepare
+    assert (repo.dataset.val_fraction, repo.dataset.test_fraction) == (0.2, 0.2)
+    assert (repo.source.val_fraction, repo.source.test_fraction) == (0.1, 0.0)
+
+
+def test_partial_blocks_keep_their_blocks_defaults():
+    p = validate_params({"source": {"name": "digits"}, "dataset": {"name": "digits"}})
+    assert (p.source.seed, p.source.val_fraction, p.source.test_fraction) == (1, 0.1, 0.0)
+    assert (p.dataset.seed, p.dataset.val_fraction, p.dataset.test_fraction) == (0, 0.2, 0.2)
+    p = validate_params({"source": {"shapes": {"images_per_class": 7}}, "dataset": {"shapes": {"max_count": 2}}})
+    assert (p.source.shapes.domain, p.source.shapes.images_per_class) == ("flat", 7)
+    assert (p.dataset.shapes.domain, p.dataset.shapes.images_per_class, p.dataset.shapes.max_count) == ("textured", 100, 2)
+    assert validate_params({"source": {"test_fraction": 0.25}}).source.test_fraction == 0.25
+
+
+@pytest.mark.parametrize(
+    "block, expected",
+    [
+        ({"test_fraction": 1.0}, ["dataset.test_fraction", "less than 1"]),
+        ({"test_fraction": -0.1}, ["dataset.test_fraction", "greater than or equal to 0"]),
+        ({"val_fraction": 1.0}, ["dataset.val_fraction", "less than 1"]),
+        ({"val_fraction": 0.5, "test_fraction": 0.5}, ["dataset:", "val_fraction + test_fraction must be below 1"]),
+    ],
+)
+def test_split_fractions_are_validated(block, expected):
+    with pytest.raises(ConfigError) as err:
+        validate_params({"dataset": block}, "params.yaml")
+    for part in expected:
+        assert part in str(err.value), (part, str(err.value))
+    assert validate_params({"dataset": {"val_fraction": 0.0, "test_fraction": 0.0}}).dataset.test_fraction == 0.0
+
+
+def test_dataset_params_import_without_config_or_dataset_code():
+    """genvpt/datasets/params.py is import-light and the dataset code never imports genvpt/config.py (no cycle)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import genvpt.datasets.params as dp\n"
+        "heavy = [m for m in ('genvpt.config', 'torch', 'numpy', 'PIL', 'genvpt.datasets.registry') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+        "import genvpt.datasets.prepare, genvpt.datasets.imagefolder, genvpt.datasets.parquet, genvpt.datasets.wds_source\n"
+        "import genvpt.datasets.digits, genvpt.datasets.shapes\n"
+        "assert 'genvpt.config' not in sys.modules\n"
+        "from genvpt.datasets import select_items, load_split\n"
+        "import genvpt.config as c\n"
+        "assert (c.DatasetParams, c.PrepareParams, c.ShapesParams, c.FewShotParams, c.SHAPE_CLASSES) == "
+        "(dp.DatasetParams, dp.PrepareParams, dp.ShapesParams, dp.FewShotParams, dp.SHAPE_CLASSES)\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 0, res.stderr

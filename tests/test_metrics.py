@@ -340,7 +340,9 @@ def test_metrics_params():
     assert MetricsParams.model_validate({"clip_score_weight": 2.5}).clip_score_weight == 2.5
     p = validate_params({"metrics": {"inception_weights": "w.pth", "real_split": "train"}})
     assert p.metrics.real_split == "train"
+    assert MetricsParams().real_split == "test"  # the report scores the test split
+    assert validate_params({"metrics": {"real_split": "val"}}).metrics.real_split == "val"
     with pytest.raises(ConfigError, match="metrics.real_split"):
-        validate_params({"metrics": {"real_split": "test"}})
+        validate_params({"metrics": {"real_split": "holdout"}})
     with pytest.raises(ConfigError, match="metrics.fd"):
         validate_params({"metrics": {"fd": True}})

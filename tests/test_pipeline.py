@@ -57,19 +57,28 @@ def test_dataset_params_invalidate_prepare_and_downstream_only():
     assert not names & upstream_only, f"a dataset change would rerun {sorted(names & upstream_only)}"
 
 
-def test_sample_stage_reruns_when_any_family_sampling_default_changes():
-    """The sample stage draws every report row with its family's defaults (`generator.<family>.sample`, see
-    `genvpt.generators.sample_settings`), so each family's block must be a declared param of that stage."""
+def test_sample_stages_rerun_when_their_backbones_sampling_defaults_change():
+    """Each report row is drawn with its backbone's sampling defaults (`generator.<family>.sample`), so every
+    sample@ / sample_frozen@ instance must declare that block, and the instances come from the same lists as the
+    adapt@ instances and the frozen backbones (nothing hand-kept)."""
     from dvc.repo import Repo
 
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    configs = params["adaptation"]["configs"]
     with contextlib.chdir(ROOT), Repo(str(ROOT)) as repo:
-        (stage,) = [s for s in repo.index.stages if s.addressing == "sample"]
-        keys = _param_keys(stage)
-    families = {m["family"] for m in yaml.safe_load((ROOT / "params.yaml").read_text())["sample"]["configs"]
-                if m.get("kind") == "backbone"}
-    assert families == {"ar", "maskgit", "var"}
-    missing = {f"generator.{f}.sample" for f in families} - keys
-    assert not missing, f"the sample stage does not rerun when {sorted(missing)} change"
+        stages = {s.addressing: s for s in repo.index.stages}
+        for name, cfg in configs.items():
+            assert f"adapt@{name}" in stages, f"no adapt stage for configuration {name}"
+            keys = _param_keys(stages[f"sample@{name}"])
+            assert f"generator.{cfg['backbone']}.sample" in keys, name
+            deps = {str(d.def_path) for d in stages[f"adapt@{name}"].deps}
+            assert f"data/generators/{cfg['backbone']}/model.pt" in deps
+            assert f"data/tokens/{cfg['tokenizer']}/target" in deps
+        frozen = sorted(n.split("@", 1)[1] for n in stages if n.startswith("sample_frozen@"))
+        gens = sorted(n.split("@", 1)[1] for n in stages if n.startswith("pretrain_generator@"))
+        assert frozen == gens == ["ar", "maskgit", "var"]
+        for fam in frozen:
+            assert f"generator.{fam}.sample" in _param_keys(stages[f"sample_frozen@{fam}"])
 
 
 def test_dvc_repro_and_exp_run_rerun_prepare_only(tmp_path, venv_path_env):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -46,9 +47,9 @@ def _png(seed: int) -> bytes:
 def prepared(tmp_path_factory):
     root = tmp_path_factory.mktemp("prepared")
     classes = ["a", "b"]
-    for split, n in (("train", 16), ("val", 11)):
+    for split, n in (("train", 16), ("val", 11), ("test", 6)):
         write_split(
-            ({"key": f"{split}{i:03d}", "png": _png(i + (100 if split == "val" else 0)), "label": i % 2,
+            ({"key": f"{split}{i:03d}", "png": _png(i + {"train": 0, "val": 100, "test": 200}[split]), "label": i % 2,
               "class_name": classes[i % 2], "caption": f"caption {i}" if i % 3 else None, "source_id": str(i),
               "width": SIZE, "height": SIZE} for i in range(n)),
             root / split, maxcount=100,
@@ -96,6 +97,19 @@ def test_pretrain_and_tokenize_round_trip(tmp_path, prepared, family):
     assert data.grid == ([1, 2, 4, 8] if family == "msvq" else [8])
     m = json.loads((tmp_path / "tokens-metrics.json").read_text())
     assert m["val"]["images"] == 11 and m["train"]["encode_images_per_s"] > 0 and "psnr" in m["val"]
+    # every prepared split is tokenized: test too, with the prepared keys and labels
+    meta = json.loads((tokens / "meta.json").read_text())
+    assert meta["counts"] == {"train": 16, "val": 11, "test": 6} and m["test"]["images"] == 6
+    test = load_tokens(tokens, "test")
+    assert test.keys == load_split(prepared, "test").keys and test.labels.tolist() == [i % 2 for i in range(6)]
+
+    # a prepared folder without a test split (the source block) gives token shards without one
+    no_test = tmp_path / "no_test"
+    shutil.copytree(prepared, no_test, ignore=shutil.ignore_patterns("test"))
+    tokenize.main(["--family", family, "--tokenizer", str(out / "model.pt"), "--data", str(no_test), "--out",
+                   str(tmp_path / "tokens2"), "--params", params, "--no-progress"])
+    assert json.loads((tmp_path / "tokens2" / "meta.json").read_text())["counts"] == {"train": 16, "val": 11}
+    assert not (tmp_path / "tokens2" / "test").exists()
 
 
 def test_pretrain_imports_named_checkpoint(tmp_path, prepared):

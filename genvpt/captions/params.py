@@ -41,7 +41,8 @@ class CaptionParams(StrictModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"  # auto: float16 on cuda, float32 on cpu
     flush_every: int = Field(default=256, ge=1)  # captions per partial write (what a crash can lose at most)
-    splits: list[Literal["train", "val"]] = Field(default_factory=lambda: ["train", "val"])
+    # which prepared splits get captions (every split by default; the prompt methods read train and val)
+    splits: list[Literal["train", "val", "test"]] = Field(default_factory=lambda: ["train", "val", "test"])
     # multi-level texts: the sentence level (genvpt/texts.py); {class_name} is replaced by the class name
     sentence_template: str = "a photo of {class_name}"
     lavis: LavisParams = LavisParams()

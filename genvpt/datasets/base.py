@@ -18,7 +18,7 @@ class Record:
     class_name: str
     caption: Optional[str]
     source_id: str
-    split: Optional[str] = None  # 'train'/'val' when the source defines splits, else None (prepare splits)
+    split: Optional[str] = None  # 'train'/'val'/'test' when the source ships splits, else None (prepare splits)
 
 
 @dataclass

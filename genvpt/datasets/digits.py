@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from ..config import DatasetParams
+from .params import DatasetParams
 from .base import Record
 from .registry import Item, register_dataset
 

@@ -1,6 +1,7 @@
 """``imagefolder``: class-per-folder trees (ImageNet, Food101 layouts).
 
-``root/<class>/<image>`` or ``root/{train,val}/<class>/<image>`` (then the split is taken from the tree).
+``root/<class>/<image>`` or ``root/{train,val,test}/<class>/<image>`` (``validation/`` counts as val): then the
+splits in the tree are kept and the missing ones are carved from ``train/`` (genvpt/datasets/registry.py).
 Unreadable folders, empty class folders and files that are not decodable images are yielded as
 :class:`Reject` with the path and the reason; grayscale, palette, CMYK, 16-bit and alpha images are converted.
 """
@@ -11,7 +12,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from ..config import DatasetParams
+from .params import SPLIT_DIRS, DatasetParams
 from .base import Record, Reject, fit_square, to_rgb
 from .registry import Item, register_dataset
 
@@ -37,8 +38,8 @@ class ImageFolderDataset:
         if not self.root.is_dir():
             raise FileNotFoundError(f"dataset.path: folder not found: {self.root}")
         self.image_size = image_size
-        splits = [s for s in ("train", "val") if (self.root / s).is_dir()]
-        self.split_roots = [(s, self.root / s) for s in splits] if splits else [(None, self.root)]
+        splits = [(s, self.root / d) for d, s in SPLIT_DIRS.items() if (self.root / d).is_dir()]
+        self.split_roots = splits or [(None, self.root)]
         names: set[str] = set()
         self._empty: list[Reject] = []
         self._unreadable: list[Reject] = []

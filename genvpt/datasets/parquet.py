@@ -3,7 +3,8 @@
 ``dataset.path`` is a .parquet file or a folder of them (searched recursively). The image column may hold raw
 bytes or HF's ``{"bytes", "path"}`` struct. Class names come from ``dataset.class_names``, else from HF's
 ClassLabel metadata in the schema, else from the sorted distinct labels. Files whose name starts with
-``train`` / ``val`` / ``validation`` fix the split; others are split by ``val_fraction``.
+``train`` / ``val`` / ``validation`` / ``test`` fix the split; the splits no file ships are carved from the train
+files (or from all files when none is named) by ``val_fraction`` / ``test_fraction``.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from ..config import DatasetParams
+from .params import DatasetParams
 from .base import Record, Reject, fit_square, to_rgb
 from .registry import Item, register_dataset
 
@@ -24,6 +25,8 @@ def _split_of(path: Path) -> str | None:
         return "train"
     if n.startswith(("val", "validation")):
         return "val"
+    if n.startswith("test"):
+        return "test"
     return None
 
 

@@ -1,4 +1,4 @@
-"""The prepare stage's work: a dataset block -> train/val WebDataset shards, manifest, rejects, stats.
+"""The prepare stage's work: a dataset block -> train/val/test WebDataset shards, manifest, rejects, stats.
 
 Everything is written into a temporary folder that replaces the output folder in one rename at the end, so a crash
 never leaves a partial shard set that looks complete. The outputs depend only on the params (no timestamps), so
@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from ..config import DatasetParams, PrepareParams
+from .params import DatasetParams, PrepareParams
 from ..io import atomic_dir, write_json
 from .base import Reject
 from .registry import Item, build_dataset, select_items
@@ -82,7 +82,10 @@ def prepare_dataset(p: DatasetParams, prep: PrepareParams, out_dir: str | Path, 
     rejects: list[Reject] = list(sel.rejects)
     manifest: list[dict] = []
     with atomic_dir(out_dir) as tmp:
-        for split, items in zip(SPLITS, (sel.train, sel.val)):
+        for split in SPLITS:
+            items = sel.split(split)
+            if not items:  # no folder for an empty split (the source's test_fraction: 0)
+                continue
             gen = _samples(items, split, sel.label_map, sel.class_names, rejects, f"prepare {block}/{split}")
             rows = write_split(gen, tmp / split, prep.shard_maxcount)
             manifest += [{"split": split, **r} for r in rows]
@@ -95,8 +98,17 @@ def prepare_dataset(p: DatasetParams, prep: PrepareParams, out_dir: str | Path, 
                 f"{block}: {n_bad} of {sel.listed} inputs rejected ({frac:.1%}), more than "
                 f"prepare.max_reject_fraction={prep.max_reject_fraction:.1%}. Most common reasons: {reasons}\n{examples}"
             )
-        if not any(r["split"] == "val" for r in manifest):
-            log.warning("%s: the val split is empty", block)
+        fractions = {"val": p.val_fraction, "test": p.test_fraction}
+        for split in ("val", "test"):
+            wanted = sel.origin[split] == "shipped" or fractions[split] > 0
+            if wanted and not any(r["split"] == split for r in manifest):
+                if sel.origin[split] == "shipped":
+                    raise PrepareError(f"{block}: every image of the source's own {split} split was rejected")
+                raise PrepareError(
+                    f"{block}: the {split} split is empty: no class has an image to spare for it "
+                    f"({block}.{split}_fraction={fractions[split]}; one image of each class stays in train, test is "
+                    f"served before val). Use more images per class (later stages read {split})."
+                )
         write_json(tmp / "classes.json", sel.class_names)
         _write_parquet(tmp / "manifest.parquet", manifest, MANIFEST_SCHEMA)
         _write_parquet(tmp / "rejects.parquet", [{"path": r.path, "reason": r.reason} for r in rejects], REJECTS_SCHEMA)
@@ -112,6 +124,7 @@ def prepare_dataset(p: DatasetParams, prep: PrepareParams, out_dir: str | Path, 
                     "images": sum(r["split"] == s for r in manifest),
                     "shards": len({r["shard"] for r in manifest if r["split"] == s}),
                     "per_class": dict(sorted(Counter(r["class_name"] for r in manifest if r["split"] == s).items())),
+                    "origin": sel.origin[s],
                 }
                 for s in SPLITS
             },

@@ -4,6 +4,7 @@ Layout of a prepared directory (written by ``stages/prepare.py``)::
 
     <dir>/train/shard-000000.tar ...   samples: <key>.png, <key>.cls, <key>.json
     <dir>/val/shard-000000.tar ...
+    <dir>/test/shard-000000.tar ...    (a split's folder is written only when the split has images)
     <dir>/classes.json                 ["circle", "square", ...]  (index = label)
     <dir>/manifest.parquet             key, split, shard, label, class_name, caption, width, height, sha256
     <dir>/rejects.parquet              path, reason
@@ -27,12 +28,13 @@ import torch
 from PIL import Image
 
 from ..io import sha256_bytes
+from .params import SPLITS
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ShardError", "SPLITS", "shard_paths", "write_split", "iter_split", "load_split", "read_classes", "SplitData"]
+__all__ = ["ShardError", "SPLITS", "present_splits", "shard_paths", "write_split", "iter_split", "load_split",
+           "read_classes", "SplitData"]
 
-SPLITS = ("train", "val")
 SHARD_PATTERN = "shard-%06d.tar"
 FIXED_MTIME = 0.0
 
@@ -100,6 +102,11 @@ def shard_paths(prepared_dir: str | os.PathLike, split: str, *, stage: str = "pr
     if not paths:
         raise error(f"no shards in {d}")
     return paths
+
+
+def present_splits(prepared_dir: str | os.PathLike) -> list[str]:
+    """The splits of :data:`SPLITS` that ``prepared_dir`` holds (a folder each), in that order."""
+    return [s for s in SPLITS if (Path(prepared_dir) / s).is_dir()]
 
 
 def read_classes(prepared_dir: str | os.PathLike) -> list[str]:

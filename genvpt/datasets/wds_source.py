@@ -2,7 +2,9 @@
 
 Each sample needs an image (jpg/jpeg/png/webp) and a label (``cls``, or ``json["label"]``); a caption is taken from
 ``txt`` or ``json["caption"]``. Class names come from ``dataset.class_names`` or the samples' ``json["class_name"]``.
-Shards whose file name starts with ``train`` / ``val`` fix the split.
+Shards whose file name starts with ``train`` / ``val`` / ``validation`` / ``test``, or that lie in a ``train/``,
+``val/`` or ``test/`` folder under ``dataset.path`` (a prepared folder's layout), fix the split; the splits no shard
+ships are carved from the train shards (or from all when none is named).
 """
 from __future__ import annotations
 
@@ -12,11 +14,25 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from ..config import DatasetParams
+from .params import SPLIT_DIRS, DatasetParams
 from .base import Record, Reject, fit_square, to_rgb
 from .registry import Item, register_dataset
 
 IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
+
+
+def _split_of(url: str, root: Path | None) -> str | None:
+    """train / val / test from the shard's file name, else from its folder under ``root``."""
+    name = Path(url).name.lower()
+    for prefix, split in (("train", "train"), ("val", "val"), ("test", "test")):  # "val" covers "validation"
+        if name.startswith(prefix):
+            return split
+    if root is not None:
+        parts = Path(url).relative_to(root).parts[:-1]
+        named = [SPLIT_DIRS[d] for d in parts if d in SPLIT_DIRS]
+        if named:
+            return named[-1]
+    return None
 
 
 class WebDatasetSource:
@@ -32,7 +48,7 @@ class WebDatasetSource:
         self.samples = []
         names_seen: dict[int, str] = {}
         for url in urls:
-            split = "train" if Path(url).name.startswith("train") else "val" if Path(url).name.startswith("val") else None
+            split = _split_of(url, root if root.is_dir() else None)
             try:
                 for s in wds.WebDataset(url, shardshuffle=False, empty_check=False):
                     meta = json.loads(s["json"]) if "json" in s else {}

@@ -1,11 +1,18 @@
 """Frozen image generators (the backbones prompts adapt) and the pairing with their tokenizer.
 
 * ``load_generator(path)``: a generator file written by this project (``save_generator``; family from the file), or
-  an official checkpoint (taming GPT / valeoai MaskGIT / VAR), whose family and sizes are read from its keys.
+  an official checkpoint (taming GPT / valeoai MaskGIT v1 or v2 / VAR), whose family and sizes are read from its keys.
 * ``load_pretrained(family, path, **hints)``: an official checkpoint, strictly; a file of another family or of
   another size than ``hints`` ask for fails with a message naming both.
+* ``detect_family(sd)`` / ``detect_layout(sd)``: the family of a state dict, and its layout within the family
+  (MaskGIT: ``"v1"`` = valeoai Maskgit-pytorch v1.0, ``"v2"`` = Halton-MaskGIT, the repository's head since 2025).
 * ``load_backbone(family, generator_path, tokenizer_path)`` -> :class:`Backbone` with
   ``sample_images(labels, *, seed, batch_size, **kw) -> uint8 [N, 3, H, W]``.
+
+What weights cannot tell is never guessed: attention head counts (taming GPT ``n_head``, MaskGIT ``heads``) come from
+hints (params ``generator.ar.n_head`` / ``generator.maskgit.heads``) or, for taming, from the project config taming
+writes beside its checkpoint (``<run>/configs/*-project.yaml`` next to ``<run>/checkpoints/last.ckpt``); without
+either, loading fails with a message naming what to pass.
 """
 from __future__ import annotations
 
@@ -23,6 +30,7 @@ from ..checkpoint import CheckpointError, load_file, save_model, strict_load
 from .ar import GPT, ARConfig
 from .common import pick_device, sampling
 from .maskgit import MaskGIT, MaskGITConfig
+from .maskgit_halton import MaskGITv2, MaskGITv2Config
 from .orders import ORDERS, Order, order_indices
 from .params import FAMILIES, GeneratorParams
 from .var import VAR, VARConfig, build_var_config
@@ -35,6 +43,8 @@ __all__ = [
     "ARConfig",
     "MaskGIT",
     "MaskGITConfig",
+    "MaskGITv2",
+    "MaskGITv2Config",
     "VAR",
     "VARConfig",
     "build_var_config",
@@ -46,6 +56,8 @@ __all__ = [
     "load_generator",
     "load_pretrained",
     "detect_family",
+    "detect_layout",
+    "taming_project_config",
     "load_backbone",
     "sample_settings",
     "TOKENIZER_OF",
@@ -53,6 +65,20 @@ __all__ = [
 
 TOKENIZER_OF = {"ar": "vqgan", "maskgit": "vqgan", "var": "msvq"}
 _CLASSES = {"ar": (GPT, ARConfig), "maskgit": (MaskGIT, MaskGITConfig), "var": (VAR, VARConfig)}
+_LAYOUT_CLASSES = {("maskgit", "v2"): (MaskGITv2, MaskGITv2Config)}
+_LAYOUT_NAMES = {
+    ("maskgit", "v1"): "valeoai Maskgit-pytorch v1.0 (MaskTransformer) layout",
+    ("maskgit", "v2"): "valeoai Halton-MaskGIT v2 layout",
+}
+
+
+def _classes(family: str, layout: Optional[str] = None) -> tuple[type, type]:
+    return _LAYOUT_CLASSES.get((family, layout), _CLASSES[family])
+
+
+def _describe(family: str, layout: Optional[str]) -> str:
+    name = _LAYOUT_NAMES.get((family, layout))
+    return f"{family} ({name})" if name else family
 
 
 def save_generator(path: str | os.PathLike, model: nn.Module, **meta: Any) -> Path:
@@ -75,18 +101,40 @@ def _official_state_dict(obj: Any, path: str) -> dict[str, torch.Tensor]:
     sd = dict(obj)
     if any(k.startswith("transformer.tok_emb") for k in sd):  # taming Net2NetTransformer checkpoint
         sd = {k[len("transformer."):]: v for k, v in sd.items() if k.startswith("transformer.")}
-    sd = {k[len("module."):] if k.startswith("module.") else k: v for k, v in sd.items()}
-    return sd
+    return {_strip_wrappers(k): v for k, v in sd.items()}
+
+
+def _strip_wrappers(key: str) -> str:
+    """Drop leading DDP ``module.`` and torch.compile ``_orig_mod.`` prefixes (in any nesting)."""
+    while True:
+        for p in ("module.", "_orig_mod."):
+            if key.startswith(p):
+                key = key[len(p):]
+                break
+        else:
+            return key
 
 
 def detect_family(sd: Mapping[str, torch.Tensor]) -> Optional[str]:
     """Family of a generator state dict from its key names (None if none fits)."""
     if "pos_1LC" in sd and "word_embed.weight" in sd:
         return "var"
-    if "first_layer.0.weight" in sd and any(".fn.mha.in_proj_weight" in k for k in sd):
+    if detect_layout(sd) is not None:
         return "maskgit"
     if "tok_emb.weight" in sd and any(re.match(r"blocks\.\d+\.attn\.key\.weight", k) for k in sd):
         return "ar"
+    return None
+
+
+def detect_layout(sd: Mapping[str, torch.Tensor]) -> Optional[str]:
+    """MaskGIT layout of a state dict from its key names: ``"v1"`` (valeoai Maskgit-pytorch v1.0: ``first_layer``,
+    packed ``fn.mha.in_proj_weight``, class token in ``tok_emb``), ``"v2"`` (Halton-MaskGIT: ``cls_emb``,
+    ``attn.wq``, adaLN ``last_norm``), or None (not a MaskGIT)."""
+    if "first_layer.0.weight" in sd and any(".fn.mha.in_proj_weight" in k for k in sd):
+        return "v1"
+    if ("cls_emb.weight" in sd and "tok_emb.weight" in sd and "pos_emb.weight" in sd
+            and any(re.match(r"transformer\.layers\.\d+\.attn\.wq\.weight", k) for k in sd)):
+        return "v2"
     return None
 
 
@@ -96,7 +144,7 @@ def _count(sd: Mapping[str, torch.Tensor], pattern: str) -> int:
     return max(ids) + 1 if ids else 0
 
 
-def _infer_var(sd, hints: dict) -> VARConfig:
+def _infer_var(sd, hints: dict, path: str = "") -> VARConfig:
     C, Cvae = sd["word_embed.weight"].shape
     depth = _count(sd, r"blocks\.(\d+)\.")
     heads = sd["blocks.0.attn.scale_mul_1H11"].shape[1] if "blocks.0.attn.scale_mul_1H11" in sd else hints.get("num_heads") or C // 64
@@ -117,7 +165,18 @@ def _infer_var(sd, hints: dict) -> VARConfig:
     )
 
 
-def _infer_maskgit(sd, hints: dict) -> MaskGITConfig:
+def _need_heads(hints: dict, path: str, what: str, known: str) -> int:
+    heads = hints.get("heads")
+    if heads is None:
+        raise CheckpointError(
+            f"{path}: {what} - the attention head count cannot be read from the weights and the checkpoint ships no "
+            f"config; pass heads= (params: generator.maskgit.heads). {known}")
+    return int(heads)
+
+
+def _infer_maskgit(sd, hints: dict, path: str = ""):
+    if detect_layout(sd) == "v2":
+        return _infer_maskgit_v2(sd, hints, path)
     rows, D = sd["tok_emb.weight"].shape
     n1 = sd["pos_emb"].shape[1]
     grid = int(round(math.sqrt(n1 - 1)))
@@ -129,25 +188,146 @@ def _infer_maskgit(sd, hints: dict) -> MaskGITConfig:
         V = rows - 2 - nc
     nc = rows - 2 - V
     if nc < 0:
-        raise CheckpointError(f"MaskGIT tok_emb has {rows} rows, too few for a codebook of {V}")
+        raise CheckpointError(f"MaskGIT v1 tok_emb has {rows} rows, too few for a codebook of {V}")
+    heads = _need_heads(hints, path, "MaskGIT v1 (valeoai Maskgit-pytorch v1.0 layout)",
+                        "The released MaskGIT_ImageNet_256.pth / _512.pth use 16 heads (their README).")
     return MaskGITConfig(vocab_size=V, grid=grid, num_classes=nc, hidden_dim=D, depth=_count(sd, r"transformer\.layers\.(\d+)\."),
-                         heads=hints.get("heads") or 16, mlp_dim=sd["transformer.layers.0.1.fn.net.0.weight"].shape[0], dropout=0.0)
+                         heads=heads, mlp_dim=sd["transformer.layers.0.1.fn.net.0.weight"].shape[0], dropout=0.0)
 
 
-def _infer_ar(sd, hints: dict) -> ARConfig:
+def _infer_maskgit_v2(sd, hints: dict, path: str = "") -> MaskGITv2Config:
+    what = "MaskGIT v2 (valeoai Halton-MaskGIT layout)"
+    if "in_proj.weight" in sd or "out_proj.weight" in sd:
+        raise CheckpointError(f"{path}: {what} with token projection (proj > 1: in_proj/out_proj) is not supported; "
+                              f"only proj = 1 (the released ImageNet_384_large.pth) loads")
+    rows, D = sd["tok_emb.weight"].shape
+    n = sd["pos_emb.weight"].shape[0]
+    grid = int(round(math.sqrt(n)))
+    if grid * grid != n:
+        raise CheckpointError(f"{path}: {what} pos_emb holds {n} positions, not a square token grid")
+    w1 = next((v for k, v in sd.items() if re.match(r"transformer\.layers\.0\.ff\.w1\.weight$", k)), None)
+    if w1 is None:
+        raise CheckpointError(f"{path}: {what} lacks transformer.layers.0.ff.w1.weight (its SwiGLU width)")
+    heads = _need_heads(hints, path, what,
+                        "The released ImageNet_384_large.pth uses 16 heads; the official sizes are tiny 384/6, "
+                        "small 512/6, base 768/12, large 1024/16, xlarge 1152/16 (hidden_dim/heads).")
+    if D % heads:
+        raise CheckpointError(f"{path}: {what} hidden_dim {D} is not divisible by heads={heads}")
+    return MaskGITv2Config(
+        vocab_size=rows - 1, grid=grid, num_classes=sd["cls_emb.weight"].shape[0] - 1, hidden_dim=D,
+        depth=_count(sd, r"transformer\.layers\.(\d+)\."), heads=heads, mlp_dim=None, ff_dim=int(w1.shape[0]),
+        register=int(sd["reg_tokens.weight"].shape[0]) if "reg_tokens.weight" in sd else 0, dropout=0.0,
+    )
+
+
+# taming's Net2NetTransformer permuters -> our orders (orders.py); Identity is taming's default when none is set
+_TAMING_PERMUTERS = {"Identity": "row_major", "AlternateParsing": "alternate", "SpiralOut": "spiral_out",
+                     "SpiralIn": "spiral_in", "ZCurve": "z_curve", "Subsample": "subsample", "Random": "random"}
+
+
+def _merge(a: dict, b: Mapping) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else v
+    return out
+
+
+def taming_project_config(path: str | os.PathLike) -> tuple[Optional[dict], list[Path]]:
+    """The project config taming's ``main.py`` writes for the run of checkpoint ``path``, or (None, []).
+
+    taming keeps ``<run>/checkpoints/last.ckpt`` and ``<run>/configs/<time>-project.yaml`` (one per start of the run);
+    a ``*project.yaml`` beside the checkpoint or in a ``configs/`` folder beside it also counts. Several files are
+    merged in name (time) order, later ones winning, as taming's sampling scripts do. Read with ``yaml.safe_load``.
+    """
+    import yaml
+
+    ckpt = Path(path)
+    for d in (ckpt.parent, ckpt.parent / "configs", ckpt.parent.parent / "configs"):
+        files = sorted(d.glob("*project.yaml")) if d.is_dir() else []
+        if not files:
+            continue
+        merged: dict = {}
+        for f in files:
+            try:
+                doc = yaml.safe_load(f.read_text())
+            except (OSError, yaml.YAMLError) as err:
+                raise CheckpointError(f"cannot read taming project config {f}: {err}") from err
+            if not isinstance(doc, Mapping):
+                raise CheckpointError(f"taming project config {f} is not a mapping")
+            merged = _merge(merged, doc)
+        return merged, files
+    return None, []
+
+
+def _dig(doc: Optional[Mapping], *keys: str) -> Any:
+    for k in keys:
+        if not isinstance(doc, Mapping) or k not in doc:
+            return None
+        doc = doc[k]
+    return doc
+
+
+def _infer_ar(sd, hints: dict, path: str = "") -> ARConfig:
     rows, C = sd["tok_emb.weight"].shape
     head_rows = sd["head.weight"].shape[0]
     block = sd["pos_emb"].shape[1]
+    n_layer = _count(sd, r"blocks\.(\d+)\.")
     layout = "taming" if rows == head_rows else "separate"
+    project, files = taming_project_config(path) if path else (None, [])
+    src = ", ".join(str(f) for f in files)
+    tc = _dig(project, "model", "params", "transformer_config", "params") or {}
+    if project is not None:
+        have = {"n_layer": n_layer, "n_embd": C, "vocab_size": head_rows, "block_size": block}
+        bad = [f"{k}={tc[k]} (weights: {v})" for k, v in have.items() if tc.get(k) is not None and int(tc[k]) != v]
+        if bad:
+            raise CheckpointError(f"{path}: the taming project config {src} describes another transformer: {', '.join(bad)}")
+
+    n_head = hints.get("n_head")
+    cfg_head = tc.get("n_head")
+    if n_head is not None and cfg_head is not None and int(n_head) != int(cfg_head):
+        raise CheckpointError(f"{path}: n_head={n_head} was asked for, but the taming project config {src} says "
+                              f"n_head={cfg_head}; set generator.ar.n_head (or n_head=) to {cfg_head}")
+    if n_head is None and cfg_head is not None:
+        n_head = int(cfg_head)
+        log.info("%s: n_head=%d read from the taming project config %s", path, n_head, src)
+    if n_head is None:
+        raise CheckpointError(
+            f"{path}: the GPT's n_head cannot be read from its weights (query/key/value are [n_embd, n_embd] for any "
+            f"head count) and no taming project config (configs/*-project.yaml) lies beside it; pass n_head= "
+            f"(params: generator.ar.n_head) or put the run's project config beside the checkpoint")
+    if C % int(n_head):
+        raise CheckpointError(f"{path}: n_embd {C} is not divisible by n_head={n_head}")
+
+    order = hints.get("order")
+    perm = _dig(project, "model", "params", "permuter_config", "target")
+    if project is not None:
+        name = "Identity" if perm is None else str(perm).rsplit(".", 1)[-1]
+        cfg_order = _TAMING_PERMUTERS.get(name)
+        if cfg_order is None and order is None:
+            raise CheckpointError(f"{path}: the taming project config {src} names permuter {perm!r}, which genvpt does "
+                                  f"not know ({', '.join(_TAMING_PERMUTERS)}); pass order=")
+        if cfg_order is not None and order is not None and order != cfg_order:
+            raise CheckpointError(f"{path}: order={order!r} was asked for, but the taming project config {src} uses "
+                                  f"permuter {name} (order {cfg_order!r}); set generator.ar.order to {cfg_order!r}")
+        order = order or cfg_order
+
     if layout == "taming":
         grid = hints.get("grid") or int(round(math.sqrt(block)))
-        nc = hints.get("num_classes") or min(1000, head_rows)  # classes share the code table
+        nc = hints.get("num_classes")
+        if nc is None and project is not None:
+            cond = _dig(project, "model", "params", "cond_stage_config")
+            target = str(_dig(cond, "target") or "")
+            if target.endswith("SOSProvider"):
+                nc = 0
+            elif _dig(cond, "params", "n_classes") is not None:
+                nc = int(_dig(cond, "params", "n_classes"))
+        if nc is None:
+            nc = min(1000, head_rows)  # classes share the code table
     else:
         grid = int(round(math.sqrt(block)))
         nc = rows - head_rows - 1
-    return ARConfig(vocab_size=head_rows, grid=grid, num_classes=nc, n_layer=_count(sd, r"blocks\.(\d+)\."),
-                    n_head=hints.get("n_head") or 16, n_embd=C, order=hints.get("order", "row_major"), token_layout=layout,
-                    block_size=block)
+    return ARConfig(vocab_size=head_rows, grid=grid, num_classes=nc, n_layer=n_layer, n_head=int(n_head), n_embd=C,
+                    order=order or "row_major", token_layout=layout, block_size=block)
 
 
 _INFER = {"ar": _infer_ar, "maskgit": _infer_maskgit, "var": _infer_var}
@@ -163,32 +343,44 @@ _SIZE_KEYS = {
 def load_pretrained(family: str, path: str | os.PathLike, **hints: Any) -> nn.Module:
     """Load an official checkpoint of ``family`` strictly, sizes read from its shapes.
 
-    ``hints`` give what shapes cannot tell (``n_head``/``heads``, ``order``, MaskGIT ``vocab_size``, VAR
+    ``hints`` give what shapes cannot tell (``n_head``/``heads``, ``order``, MaskGIT v1 ``vocab_size``, VAR
     ``patch_nums`` when the file lacks ``lvl_1L``) and optionally the size you expect (e.g. ``depth=16``):
-    a file of another family or size raises :class:`CheckpointError` naming what it holds.
+    a file of another family or size raises :class:`CheckpointError` naming what it holds. A taming GPT's
+    ``n_head`` (and ``order``, ``num_classes``) may instead come from the run's ``configs/*-project.yaml``
+    beside the checkpoint (:func:`taming_project_config`); a hint that contradicts it is an error.
+    MaskGIT files are v1 or v2 (``detect_layout``); the model's ``cfg.layout`` says which was loaded.
     """
     if family not in FAMILIES:
         raise ValueError(f"unknown generator family {family!r}; allowed: {', '.join(FAMILIES)}")
-    sd = _official_state_dict(load_file(path), str(path))
+    return _load_official(family, _official_state_dict(load_file(path), str(path)), str(path), hints)
+
+
+def _load_official(family: str, sd: dict[str, torch.Tensor], path: str, hints: Mapping[str, Any]) -> nn.Module:
+    hints = dict(hints)
     found = detect_family(sd)
     if found is None:
         raise CheckpointError(f"{path} does not look like a generator checkpoint (first keys: {list(sd)[:5]})")
+    layout = detect_layout(sd) if found == "maskgit" else None
+    what = _describe(found, layout)
     if found != family:
-        raise CheckpointError(f"{path} holds a {found!r} generator checkpoint, but a {family!r} model was asked for")
-    cfg = _INFER[family](sd, hints)
+        name = _LAYOUT_NAMES.get((found, layout))
+        raise CheckpointError(f"{path} holds a {found!r} generator checkpoint{f' ({name})' if name else ''}, "
+                              f"but a {family!r} model was asked for")
+    cfg = _INFER[family](sd, hints, path)
     wrong = [(k, hints[k], getattr(cfg, k)) for k in _SIZE_KEYS[family] if hints.get(k) is not None and hints[k] != getattr(cfg, k)]
     if wrong:
         desc = ", ".join(f"{k}={have}" for k, _, have in wrong)
         want = ", ".join(f"{k}={w}" for k, w, _ in wrong)
-        raise CheckpointError(f"{path} holds a {family} model of another size ({desc}) than asked for ({want})")
-    model = _CLASSES[family][0](cfg)
-    strict_load(model, sd, source=str(path))
-    log.info("loaded official %s checkpoint %s (%d parameters)", family, path, sum(p.numel() for p in model.parameters()))
+        raise CheckpointError(f"{path} holds a {what} model of another size ({desc}) than asked for ({want})")
+    model = _classes(family, layout)[0](cfg)
+    strict_load(model, sd, source=f"{path} ({what})")
+    log.info("loaded official %s checkpoint %s (%d parameters)", what, path, sum(p.numel() for p in model.parameters()))
     return model.eval()
 
 
 def load_generator(path: str | os.PathLike, *, family: Optional[str] = None, device: str | torch.device = "cpu", **hints: Any) -> nn.Module:
-    """Load a generator: our own file (family from the file; ``family`` if given must match) or an official one."""
+    """Load a generator: our own file (family from the file; ``family`` if given must match) or an official one.
+    A MaskGIT model's ``cfg.layout`` (``"v1"`` / ``"v2"``) tells which network it is."""
     obj = load_file(path)
     if isinstance(obj, Mapping) and "family" in obj and "state_dict" in obj and "config" in obj:
         fam = obj["family"]
@@ -196,9 +388,10 @@ def load_generator(path: str | os.PathLike, *, family: Optional[str] = None, dev
             raise CheckpointError(f"{path} holds a {fam!r} model, not a generator ({', '.join(FAMILIES)})")
         if family is not None and fam != family:
             raise CheckpointError(f"{path} holds a {fam!r} generator, but a {family!r} generator was asked for")
-        model_cls, cfg_cls = _CLASSES[fam]
+        config = dict(obj["config"])
+        model_cls, cfg_cls = _classes(fam, config.get("layout"))
         try:
-            cfg = cfg_cls(**dict(obj["config"]))
+            cfg = cfg_cls(**config)
         except (TypeError, ValueError) as err:
             raise CheckpointError(f"{path}: invalid {fam} config: {err}") from None
         model = model_cls(cfg)
@@ -208,8 +401,12 @@ def load_generator(path: str | os.PathLike, *, family: Optional[str] = None, dev
     sd = _official_state_dict(obj, str(path))
     fam = detect_family(sd)
     if fam is None:
-        raise CheckpointError(f"{path} is neither a genvpt generator file nor a known official generator checkpoint")
-    return load_pretrained(family or fam, path, **hints).to(device)
+        raise CheckpointError(f"{path} is neither a genvpt generator file nor a known official generator checkpoint "
+                              f"(taming GPT, valeoai MaskGIT v1 or v2 / Halton-MaskGIT, VAR); first keys: {list(sd)[:5]}")
+    target = family or fam
+    if target not in FAMILIES:
+        raise ValueError(f"unknown generator family {target!r}; allowed: {', '.join(FAMILIES)}")
+    return _load_official(target, sd, str(path), hints).to(device)
 
 
 # ---------------------------------------------------------------------------------------------------- backbone
@@ -218,66 +415,12 @@ def sample_settings(gp: GeneratorParams, family: str) -> dict:
     return gp.family(family).sample.model_dump()
 
 
-class Backbone:
-    """A frozen generator with its tokenizer: labels -> tokens -> images."""
+def Backbone(family: str, generator: nn.Module, tokenizer: nn.Module, sample_defaults: Optional[dict] = None):
+    """A frozen generator with its tokenizer, as the registered backbone class of ``family``
+    (genvpt/backbones: labels -> tokens -> images, training losses with injections)."""
+    from ..backbones import backbone_class
 
-    def __init__(self, family: str, generator: nn.Module, tokenizer: nn.Module, sample_defaults: Optional[dict] = None):
-        if family not in FAMILIES:
-            raise ValueError(f"unknown generator family {family!r}; allowed: {', '.join(FAMILIES)}")
-        if generator.family != family:
-            raise CheckpointError(f"the generator is a {generator.family!r} model, not {family!r}")
-        self.family, self.generator, self.tokenizer = family, generator.eval(), tokenizer.eval()
-        self.sample_defaults = dict(sample_defaults or {})
-        self._check_pairing()
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.generator.parameters()).device
-
-    @property
-    def num_classes(self) -> int:
-        return self.generator.cfg.num_classes
-
-    def _check_pairing(self) -> None:
-        g, t = self.generator.cfg, self.tokenizer
-        vocab = getattr(t, "vocab_size", None) or getattr(t, "n_embed", None)
-        if vocab is not None and vocab != g.vocab_size:
-            raise CheckpointError(f"{self.family} generator predicts {g.vocab_size} codes but the tokenizer has {vocab}")
-        if self.family == "var":
-            if tuple(getattr(t, "patch_nums", ())) != tuple(g.patch_nums):
-                raise CheckpointError(f"VAR scales {g.patch_nums} differ from the tokenizer's {getattr(t, 'patch_nums', None)}")
-            if getattr(t, "Cvae", g.Cvae) != g.Cvae:
-                raise CheckpointError(f"VAR expects Cvae {g.Cvae}, the tokenizer has {t.Cvae}")
-
-    @sampling
-    def sample_tokens(self, labels: torch.Tensor, *, generator: torch.Generator, **kw: Any):
-        kw = {**self.sample_defaults, **kw}
-        labels = labels.to(self.device)
-        if self.family == "var":
-            return self.generator.sample(labels, tokenizer=self.tokenizer, generator=generator, **kw)
-        return self.generator.sample(labels, generator=generator, **kw)
-
-    @sampling
-    def decode(self, tokens) -> torch.Tensor:
-        """Tokens (a grid [B, h, w] or VAR's list of scales) -> images in [-1, 1]."""
-        if self.family == "var":
-            return self.tokenizer.idxBl_to_img(list(tokens), same_shape=True, last_one=True)
-        return self.tokenizer.decode_indices(tokens)
-
-    @sampling
-    def sample_images(self, labels: torch.Tensor, *, seed: int = 0, batch_size: int = 64, progress: bool = False, **kw: Any) -> torch.Tensor:
-        """uint8 images [N, 3, H, W] for ``labels`` [N], drawn in batches from one generator seeded with ``seed``."""
-        from tqdm import tqdm
-
-        labels = torch.as_tensor(labels, dtype=torch.long).view(-1)
-        g = torch.Generator(device=self.device)
-        g.manual_seed(int(seed))
-        out = []
-        for i in tqdm(range(0, labels.shape[0], batch_size), desc=f"sample {self.family}", disable=not progress, leave=False):
-            tok = self.sample_tokens(labels[i:i + batch_size], generator=g, **kw)
-            img = self.decode(tok)
-            out.append(img.clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8).cpu())
-        return torch.cat(out) if out else torch.empty(0, 3, 0, 0, dtype=torch.uint8)
+    return backbone_class(family)(generator, tokenizer, sample_defaults)
 
 
 def load_backbone(
@@ -289,27 +432,15 @@ def load_backbone(
     sample_defaults: Optional[dict] = None,
     params: Optional[GeneratorParams] = None,
     **hints: Any,
-) -> Backbone:
-    """Pair a generator file with its tokenizer file.
+):
+    """Pair a generator file with its tokenizer file (see ``genvpt.backbones.load_backbone``).
 
     ``sample_defaults`` (the keyword arguments ``sample_images`` uses unless told otherwise) default to
-    ``generator.<family>.sample`` of ``params`` (a :class:`GeneratorParams`), else of params.yaml
-    (``$GENVPT_PARAMS`` or ./params.yaml) when it exists, else the built-in defaults.
+    ``generator.<family>.sample`` of ``params`` when given, else to the sampler's own defaults. Nothing is read
+    from ./params.yaml: library calls take their settings explicitly.
     """
-    from ..tokenizers import load_tokenizer
+    from ..backbones import load_backbone as _load
 
-    dev = pick_device(device)
-    gen = load_generator(generator_path, family=family, device=dev, **hints).requires_grad_(False)
-    tok = load_tokenizer(tokenizer_path, family=TOKENIZER_OF[family], device=dev)
-    if sample_defaults is None:
-        sample_defaults = sample_settings(params if params is not None else _params_from_file(), family)
-    return Backbone(family, gen, tok, sample_defaults)
-
-
-def _params_from_file() -> GeneratorParams:
-    from ..config import DEFAULT_PARAMS, load_params
-
-    path = os.environ.get("GENVPT_PARAMS", DEFAULT_PARAMS)
-    if not Path(path).is_file():
-        return GeneratorParams()
-    return load_params(path).generator
+    if sample_defaults is None and params is not None:
+        sample_defaults = sample_settings(params, family)
+    return _load(family, generator_path, tokenizer_path, device=device, sample_defaults=sample_defaults, **hints)

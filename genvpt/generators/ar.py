@@ -190,9 +190,14 @@ class GPT(nn.Module):
         labels: Optional[torch.Tensor] = None,
         *,
         prefix_embeds: Optional[torch.Tensor] = None,
+        replace_start: bool = False,
         label_smoothing: float = 0.0,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Teacher-forced pass. ``tokens`` [B, h, w] or [B, h*w] in raster order; ``labels`` [B] (or None).
+
+        ``prefix_embeds`` [B or 1, P, C] are prepended (no position embedding). With ``replace_start`` they take the
+        start (class) token's slot, as VPT-generative's prompts do: the last prefix token predicts the first image
+        token, and ``labels`` are ignored.
 
         Returns ``(logits [B, N, V] in sequence order, mean next-token cross-entropy)``.
         """
@@ -201,16 +206,21 @@ class GPT(nn.Module):
         if raster.shape[1] != self.cfg.seq_len:
             raise ValueError(f"expected {self.cfg.seq_len} tokens per image (grid {self.cfg.grid}), got {raster.shape[1]}")
         seq = self.order.to_sequence(raster)
-        start = self.start_tokens(labels, B, tokens.device)
-        idx = torch.cat([start[:, None], seq[:, :-1]], dim=1)
-        x = self._embed(idx, 0)
+        if replace_start:
+            if prefix_embeds is None or prefix_embeds.shape[1] < 1:
+                raise ValueError("replace_start needs at least one prefix embedding (it takes the start token's slot)")
+            x = self._embed(seq[:, :-1], 1)
+        else:
+            start = self.start_tokens(labels, B, tokens.device)
+            x = self._embed(torch.cat([start[:, None], seq[:, :-1]], dim=1), 0)
         P = 0
         if prefix_embeds is not None:
             P = prefix_embeds.shape[1]
             x = torch.cat([prefix_embeds.to(x.dtype).expand(B, -1, -1), x], dim=1)
         x = self.drop(x)
         x = self.ln_f(self._run(x))
-        logits = self.head(x[:, P:])[..., : self.cfg.vocab_size]
+        first = P - 1 if replace_start else P
+        logits = self.head(x[:, first:first + self.cfg.seq_len])[..., : self.cfg.vocab_size]
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), seq.reshape(-1), label_smoothing=label_smoothing)
         return logits, loss
 
@@ -227,22 +237,33 @@ class GPT(nn.Module):
         top_p: float = 0.0,
         cfg: float = 0.0,
         prefix_embeds: Optional[torch.Tensor] = None,
+        uncond_prefix_embeds: Optional[torch.Tensor] = None,
+        replace_start: bool = False,
         use_cache: bool = True,
     ) -> torch.Tensor:
-        """Sample token grids [B, h, w] (raster order). ``cfg > 0`` mixes logits as (1+cfg)*cond - cfg*uncond."""
+        """Sample token grids [B, h, w] (raster order). ``cfg > 0`` mixes logits as (1+cfg)*cond - cfg*uncond.
+
+        ``prefix_embeds`` [B or 1, P, C] are prepended; with ``replace_start`` they replace the start token (VPT's
+        prompts) and guidance's unconditional branch uses ``uncond_prefix_embeds`` (a learned null prompt), else the
+        null class. Without ``replace_start`` both branches see ``prefix_embeds`` unless ``uncond_prefix_embeds``
+        is given."""
         device = self.pos_emb.device
-        B = labels.shape[0] if labels is not None else int(batch_size or 1)
+        if replace_start and prefix_embeds is None:
+            raise ValueError("replace_start needs prefix_embeds")
+        B = labels.shape[0] if labels is not None else (prefix_embeds.shape[0] if replace_start and prefix_embeds.shape[0] > 1 else int(batch_size or 1))
         N = self.cfg.seq_len
-        start = self.start_tokens(labels, B, device)
-        guided = cfg > 0 and labels is not None and self.cfg.num_classes > 0
-        if guided:
-            if self.cfg.token_layout == "taming":
+        if replace_start:
+            guided = cfg > 0 and uncond_prefix_embeds is not None
+        else:
+            guided = cfg > 0 and labels is not None and self.cfg.num_classes > 0
+            if guided and self.cfg.token_layout == "taming":
                 raise ValueError("classifier-free guidance needs the 'separate' token layout (a null class)")
-            start = torch.cat([start, self.start_tokens(None, B, device)])
         prefix = None
         if prefix_embeds is not None:
             prefix = prefix_embeds.to(self.pos_emb.dtype).expand(B, -1, -1)
-            prefix = torch.cat([prefix, prefix]) if guided else prefix
+            if guided:
+                un = prefix if uncond_prefix_embeds is None else uncond_prefix_embeds.to(prefix.dtype).expand(B, -1, -1)
+                prefix = torch.cat([prefix, un])
         P = 0 if prefix is None else prefix.shape[1]
 
         def pick(logits_last: torch.Tensor) -> torch.Tensor:
@@ -253,10 +274,16 @@ class GPT(nn.Module):
             return sample_logits(logits_last, generator=generator, temperature=temperature, top_k=top_k, top_p=top_p)
 
         out = torch.empty(B, N, dtype=torch.long, device=device)
-        first = self._embed(start[:, None], 0)
-        x = first if prefix is None else torch.cat([prefix, first], dim=1)
+        if replace_start:
+            x = prefix
+        else:
+            start = self.start_tokens(labels, B, device)
+            if guided:
+                start = torch.cat([start, self.start_tokens(None, B, device)])
+            first = self._embed(start[:, None], 0)
+            x = first if prefix is None else torch.cat([prefix, first], dim=1)
         if use_cache:
-            caches = [KVCache(P + N) for _ in self.blocks]
+            caches = [KVCache(x.shape[1] + N) for _ in self.blocks]
             h = self.ln_f(self._run(x, caches))
             for t in range(N):
                 nxt = pick(self.head(h[:, -1]))

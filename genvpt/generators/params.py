@@ -81,6 +81,16 @@ class MaskGITSampleParams(StrictModel):
     top_p: float = Field(default=0.0, ge=0, le=1)
     cfg: float = Field(default=0.0, ge=0)
     cfg_schedule: Literal["constant", "linear"] = "constant"
+    # genvpt: our decoder; official_v1: valeoai Maskgit-pytorch v1.0's sampler (adap_sche counts, CFG and Gumbel
+    # ramps over t/(T-1), MASK row kept; cfg_schedule unused), e.g. schedule arccos, steps 8, cfg 3 for its FID 6.80;
+    # official_v1_2023: the same with the pre-Nov-2023 ramps t/T (see genvpt/generators/maskgit.py)
+    sampler: Literal["genvpt", "official_v1", "official_v1_2023"] = "genvpt"
+
+    @model_validator(mode="after")
+    def _official_steps(self) -> "MaskGITSampleParams":
+        if self.sampler != "genvpt" and self.steps < 2:
+            raise ValueError(f"sampler {self.sampler} needs steps >= 2 (its ramps divide by steps - 1)")
+        return self
 
 
 class MaskGITParams(StrictModel):

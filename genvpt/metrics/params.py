@@ -20,7 +20,7 @@ class SampleConfig(StrictModel):
     name: str  # directory name under data/samples and the row label in the report
     # sampler kind (genvpt.sampling.SAMPLERS): backbone = frozen generator + tokenizer; prompt = a trained prompt
     # configuration (genvpt.prompts.sampler), whose file is `generator` and which names its own backbone
-    kind: Literal["backbone", "prompt"] = "backbone"
+    kind: Literal["backbone", "adapted"] = "backbone"
     family: Literal["ar", "maskgit", "var"] = "var"
     generator: Optional[str] = None  # generator model file (save_model / official checkpoint), or the prompt file
     tokenizer: Optional[str] = None  # tokenizer model file (kind backbone)
@@ -43,8 +43,8 @@ class SampleConfig(StrictModel):
     def _paths_for_kind(self) -> "SampleConfig":
         if self.kind == "backbone" and (not self.generator or not self.tokenizer):
             raise ValueError(f"config {self.name!r}: kind 'backbone' needs both generator and tokenizer paths")
-        if self.kind == "prompt" and not self.generator:
-            raise ValueError(f"config {self.name!r}: kind 'prompt' needs generator: data/prompts/<name>/model.pt")
+        if self.kind == "adapted" and not self.generator:
+            raise ValueError(f"config {self.name!r}: kind 'adapted' needs generator: data/adapted/<name>/seed-<s>/model.pt")
         return self
 
 
@@ -68,7 +68,10 @@ class SampleParams(StrictModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # sample each configuration in its own process on CPU, so its peak memory (max RSS) is its own
     isolate: bool = True
-    configs: list[SampleConfig] = Field(default_factory=_default_configs)
+    # frozen rows are sampled once per sampling seed here: their spread is the sampling noise (shown once); adapted
+    # rows once per training seed, with sampling seed ``seed``
+    sampling_seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
+    configs: list[SampleConfig] = Field(default_factory=list)  # extra rows (custom sampler kinds); usually empty
 
     @field_validator("configs")
     @classmethod
@@ -87,8 +90,9 @@ class MetricsParams(StrictModel):
     # KID / precision / recall are computed in Inception space; when it does not (the offline default), the same
     # metrics are computed in CLIP image-feature space and named FD-CLIP, IS-CLIP, KD-CLIP, precision-CLIP, recall-CLIP.
     inception_weights: Optional[str] = None
-    # which split of the prepared target dataset the samples are compared with
-    real_split: Literal["val", "train"] = "val"
+    # which split of the prepared target dataset the samples are compared with: test (the reported protocol: nothing
+    # was chosen on it), val (what hyperparameters may be chosen on) or train
+    real_split: Literal["test", "val", "train"] = "test"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     batch_size: int = Field(default=256, ge=1)
     fid: bool = True

@@ -125,3 +125,12 @@ register_metric_info(
     _I("n_samples", "samples", None, "Number of generated images scored.", "d", "cost"),
     _I("n_reals", "reals", None, "Number of real images they are compared with.", "d", "cost"),
 )
+register_metric_info(
+    # sample counts of the seeded evaluation (genvpt.metrics.scoring)
+    _I("n_seeds", "seeds", None, "Sample sets of a report row: one per training seed (adapted rows) or per sampling "
+       "seed (frozen rows).", "d", "cost"),
+    _I("images_per_set", "images / set", None, "Generated images in each sample set of the row.", "d", "cost"),
+    _I("images_per_class", "images / class", None, "Generated images per class in each sample set.", "d", "cost"),
+    _I("sampling_seed", "sampling seed", None, "The sampling seed of a set (adapted rows: one fixed seed).", "d",
+       "cost"),
+)

@@ -1,12 +1,29 @@
-"""The score stage's library: every sample set in params against the target's real images.
+"""The score stage's library: every sample set of every report row against the target's real images.
+
+A report row (a frozen generator family, or an adaptation configuration) has several sample sets, one per seed::
+
+    <samples>/<row>/seed-<s>/images/000000.png ...   index order = label order
+    <samples>/<row>/seed-<s>/record.json             n, labels, class names, sampling time / memory, and
+                                                     row, kind (frozen | adapted), backbone, method, seed,
+                                                     spread_over (sampling_seed | training_seed), train_record,
+                                                     trainable_params
+
+Frozen rows are sampled at several sampling seeds of one model (their spread is sampling noise); adapted rows once
+per training seed with one fixed sampling seed (their spread is the training-seed spread).
 
 Outputs (one directory, written atomically; ``scores/`` in dvc.yaml: small files, git-tracked with ``cache: false``
 so that ``dvc metrics diff`` and ``dvc plots diff`` compare with committed versions)::
 
-    <out>/metrics/<config>/metrics.json   numbers only (DVC metrics; `dvc metrics show/diff`)
-    <out>/metrics.parquet                 one row per configuration (config, kind, family, every metric)
-    <out>/definitions.json                what each key means, the feature space, the CLIP-score definition
-    <out>/fd_vs_params.csv                config, trainable_params, <fid | fd_clip>  (DVC plot)
+    <out>/metrics.parquet                 one row per sample set: row, seed, kind, backbone, method, spread_over,
+                                          n_seeds (sets of its row), n_samples, images_per_class, n_reals,
+                                          real_split, every metric and cost
+    <out>/summary.parquet                 one row per report row: row, kind, backbone, method, spread_over, n_seeds,
+                                          seeds, images_per_set, n_reals, real_split, and for every metric <key> (mean
+                                          over the row's seeds) and <key>_std (sample std, ddof=1; NaN for one seed)
+    <out>/metrics/<row>/metrics.json      the summary's numbers (<key>, <key>_std, n_seeds, ...) for DVC
+    <out>/definitions.json                what each key means, the feature space, the spread, the sample counts
+    <out>/fd_vs_params.csv                row, counts, trainable_params, <fid|fd_clip>_std, <fid|fd_clip> (DVC plot;
+                                          its last column is the mean FD)
 """
 from __future__ import annotations
 
@@ -14,19 +31,31 @@ import csv
 import logging
 import math
 import os
+import re
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
-import torch
-
-from ..io import atomic_dir, atomic_path, read_json, write_json
-from .params import MetricsParams, SampleConfig, SampleParams
+from ..io import atomic_dir, read_json, write_json
+from .params import MetricsParams
 from .registry import metric_info
 
 log = logging.getLogger(__name__)
 
-__all__ = ["read_train_record", "cost_metrics", "score_sample_sets", "fd_key", "TRAIN_RECORD_KEYS"]
+__all__ = [
+    "read_train_record",
+    "cost_metrics",
+    "report_rows",
+    "discover_sample_sets",
+    "SetRef",
+    "score_sample_sets",
+    "summarize",
+    "summary_keys",
+    "fd_key",
+    "TRAIN_RECORD_KEYS",
+    "ID_COLUMNS",
+    "SPREAD_DEFINITION",
+]
 
 # accepted spellings of the numbers a training record may hold -> our key
 TRAIN_RECORD_KEYS = {
@@ -36,6 +65,60 @@ TRAIN_RECORD_KEYS = {
     "train_peak_memory_mb": ("peak_memory_mb", "train_peak_memory_mb", "peak_mem_mb"),
     "trainable_pct": ("trainable_pct",),
 }
+
+# descriptive (non-metric) columns of metrics.parquet / summary.parquet
+ID_COLUMNS = ("row", "seed", "kind", "backbone", "method", "spread_over", "real_split", "seeds")
+# numbers that describe the sets rather than measure them: carried into the summary as they are, without a spread
+COUNT_KEYS = ("n_samples", "n_reals", "images_per_class", "n_seeds", "images_per_set", "sampling_seed")
+
+SPREAD_DEFINITION = (
+    "<key> is the mean over a report row's sample sets, <key>_std their sample standard deviation (ddof=1; null for "
+    "a single set) and n_seeds the number of sets: one per training seed for adapted rows (each model sampled once "
+    "with one fixed sampling seed, so the spread is the training-seed spread), one per sampling seed of the one "
+    "model for frozen rows (the spread is sampling noise)"
+)
+
+_SEED_DIR = re.compile(r"^seed-(-?\d+)$")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the rows of the report
+
+
+def _config_names(configs: Any) -> list[str]:
+    if configs is None:
+        return []
+    if isinstance(configs, dict):
+        return [str(k) for k in configs]
+    out = []
+    for c in configs:
+        name = c.get("name") if isinstance(c, dict) else getattr(c, "name", c)
+        out.append(str(name))
+    return out
+
+
+def report_rows(params: Any) -> list[str]:
+    """The report's rows in order: the frozen generator families (``generator.families`` when params have it, else
+    ``genvpt.generators.params.FAMILIES``), then the adaptation configurations (``params.adaptation.configs``, or
+    ``params.prompts.configs`` before the rename), in params order."""
+    from ..generators.params import FAMILIES
+
+    gen = getattr(params, "generator", None)
+    frozen = list(getattr(gen, "families", None) or FAMILIES)
+    section = getattr(params, "adaptation", None) or getattr(params, "prompts", None)
+    adapted = _config_names(getattr(section, "configs", None)) if section is not None else []
+    clash = sorted(set(frozen) & set(adapted))
+    if clash:
+        raise ValueError(f"adaptation configuration name(s) {clash} equal a frozen family's name: each report row "
+                         f"needs its own name (data/samples/<row>/)")
+    dup = sorted({a for a in adapted if adapted.count(a) > 1})
+    if dup:
+        raise ValueError(f"duplicate adaptation configuration names {dup}")
+    return frozen + adapted
+
+
+# --------------------------------------------------------------------------------------------------------------
+# training cost
 
 
 def read_train_record(path: Optional[str | os.PathLike]) -> dict[str, float]:
@@ -58,17 +141,17 @@ def read_train_record(path: Optional[str | os.PathLike]) -> dict[str, float]:
     return out
 
 
-def cost_metrics(cfg: SampleConfig, sample_record: dict) -> dict[str, float]:
-    """Trainable parameters, training time / memory (training record) and sampling time / memory (sample record)."""
-    record = cfg.train_record
-    if record is None and cfg.kind == "prompt" and cfg.generator:
-        record = str(Path(cfg.generator).parent / "record.json")  # written by the train_prompt stage
-    out = read_train_record(record)
-    if cfg.trainable_params is not None:
-        out["trainable_params"] = cfg.trainable_params
-    elif "trainable_params" not in out and cfg.kind == "backbone":
+def cost_metrics(sample_record: dict) -> dict[str, float]:
+    """Trainable parameters, training time / memory (the training record the sample record names in
+    ``train_record``) and sampling time / memory (the sample record). ``trainable_params`` in the sample record wins
+    over the training record's; a frozen row without either trained nothing (0, 0 %)."""
+    out = read_train_record(sample_record.get("train_record"))
+    if sample_record.get("trainable_params") is not None:
+        out["trainable_params"] = int(sample_record["trainable_params"])
+    frozen = sample_record.get("kind") == "frozen"
+    if frozen and "trainable_params" not in out:
         out["trainable_params"] = 0  # a frozen backbone: nothing is trained for the target domain
-    if cfg.kind == "backbone" and out.get("trainable_params") == 0:
+    if frozen and out.get("trainable_params") == 0:
         out.setdefault("trainable_pct", 0.0)
     out["sample_time_per_image_s"] = float(sample_record["sample_time_per_image_s"])
     out["sample_peak_memory_mb"] = float(sample_record["peak_memory_mb"])
@@ -77,12 +160,161 @@ def cost_metrics(cfg: SampleConfig, sample_record: dict) -> dict[str, float]:
     return out
 
 
+# --------------------------------------------------------------------------------------------------------------
+# finding the sample sets
+
+
+class SetRef:
+    """One sample set on disk: ``row``, ``seed`` (from its folder name) and its folder."""
+
+    __slots__ = ("row", "seed", "dir")
+
+    def __init__(self, row: str, seed: int, directory: Path):
+        self.row, self.seed, self.dir = row, int(seed), Path(directory)
+
+    def __repr__(self) -> str:
+        return f"SetRef({self.row!r}, seed={self.seed}, {str(self.dir)!r})"
+
+
+def discover_sample_sets(samples_root: str | os.PathLike, rows: Sequence[str], *,
+                         allow_missing: bool = False) -> list[SetRef]:
+    """The sample sets ``<samples_root>/<row>/seed-<s>/`` of ``rows``, in row order then seed order. Row folders
+    not in ``rows`` are skipped (logged); a row without any set is an error unless ``allow_missing``; folders of the
+    old one-set-per-row layout (``<row>/record.json``) are an error naming the new layout."""
+    root = Path(samples_root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"samples folder {root} not found: run the sample stage first")
+    rows = list(rows)
+    dup = sorted({r for r in rows if rows.count(r) > 1})
+    if dup:
+        raise ValueError(f"duplicate report rows {dup}")
+    on_disk = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    unknown = [n for n in on_disk if n not in rows]
+    if unknown:
+        log.warning("skipping sample folder(s) %s in %s: not report rows (rows: %s)", unknown, root, rows)
+    refs: list[SetRef] = []
+    missing = []
+    for row in rows:
+        d = root / row
+        if (d / "record.json").is_file():
+            raise ValueError(f"{d} holds one sample set (old layout); expected one per seed: {d}/seed-<s>/record.json")
+        seeds = []
+        if d.is_dir():
+            for p in d.iterdir():
+                m = _SEED_DIR.match(p.name)
+                if m and p.is_dir():
+                    if not (p / "record.json").is_file():
+                        raise FileNotFoundError(f"{p / 'record.json'} not found: sample set {p} is incomplete")
+                    seeds.append((int(m.group(1)), p))
+        if not seeds:
+            missing.append(row)
+            continue
+        refs += [SetRef(row, s, p) for s, p in sorted(seeds)]
+    if missing:
+        msg = f"no sample sets for row(s) {missing} in {root} (expected <row>/seed-<s>/)"
+        if not allow_missing:
+            raise FileNotFoundError(msg + "; run the sample stage")
+        log.warning("%s: they are left out", msg)
+    return refs
+
+
+def _set_identity(ref: SetRef, record: dict) -> dict:
+    """row / seed / kind / backbone / method / spread_over of a set, checked against its folder."""
+    if record.get("row") not in (None, ref.row):
+        raise ValueError(f"{ref.dir}/record.json names row {record.get('row')!r}, but lies in {ref.row!r}'s folder")
+    if record.get("seed") is not None and int(record["seed"]) != ref.seed:
+        raise ValueError(f"{ref.dir}/record.json names seed {record['seed']}, but its folder says {ref.seed}")
+    kind = record.get("kind")
+    if kind not in ("frozen", "adapted"):
+        raise ValueError(f"{ref.dir}/record.json: kind must be 'frozen' or 'adapted', got {kind!r}")
+    spread = record.get("spread_over") or ("sampling_seed" if kind == "frozen" else "training_seed")
+    if spread not in ("sampling_seed", "training_seed"):
+        raise ValueError(f"{ref.dir}/record.json: spread_over must be 'sampling_seed' or 'training_seed', got {spread!r}")
+    return {"row": ref.row, "seed": ref.seed, "kind": kind, "backbone": record.get("backbone"),
+            "method": record.get("method"), "spread_over": spread}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# aggregation over seeds
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _within_set_spread(key: str, keys: set[str]) -> bool:
+    """``is_std`` (of ``is_mean``), ``diversity_clip_std`` (of ``diversity_clip``), ...: a spread inside one set."""
+    if not key.endswith("_std"):
+        return False
+    base = key[:-4]
+    return base in keys or f"{base}_mean" in keys
+
+
+def summary_keys(set_rows: Sequence[dict]) -> list[str]:
+    """The metric keys averaged over seeds: every numeric key of the per-set rows except the identity / count
+    columns and the within-set spreads (``is_clip_std``, ``diversity_clip_std``, ... stay in metrics.parquet)."""
+    keys = {k for r in set_rows for k, v in r.items() if _is_num(v)}
+    keys -= set(ID_COLUMNS) | set(COUNT_KEYS)
+    out = sorted(k for k in keys if not _within_set_spread(k, keys))
+    clash = sorted(f"{k}_std" for k in out if f"{k}_std" in out)
+    if clash:  # cannot happen with the within-set rule above; kept as a guard for registered metric groups
+        raise ValueError(f"metric keys {clash} would be overwritten by the spreads of other keys")
+    return out
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    vals = [float(v) for v in values if _is_num(v) and math.isfinite(float(v))]
+    if not vals:
+        return math.nan, math.nan
+    mean = math.fsum(vals) / len(vals)
+    if len(vals) < 2:
+        return mean, math.nan
+    var = math.fsum((v - mean) ** 2 for v in vals) / (len(vals) - 1)
+    return mean, math.sqrt(var)
+
+
+def summarize(set_rows: Sequence[dict], rows: Optional[Sequence[str]] = None) -> list[dict]:
+    """One dict per report row (``rows`` order, else first appearance): identity columns, ``n_seeds``, ``seeds``
+    ("0,1,2"), ``images_per_set``, ``n_reals``, ``real_split`` and, for every key of :func:`summary_keys`, ``<key>``
+    (mean over the row's sets) and ``<key>_std`` (sample std, ddof=1; NaN with one set)."""
+    keys = summary_keys(set_rows)
+    order = list(rows) if rows is not None else list(dict.fromkeys(r["row"] for r in set_rows))
+    out = []
+    for name in order:
+        group = [r for r in set_rows if r["row"] == name]
+        if not group:
+            continue
+        first = group[0]
+        for col in ("kind", "spread_over", "backbone", "method"):
+            vals = {r.get(col) for r in group}
+            if len(vals) > 1:
+                raise ValueError(f"row {name!r}: its sample sets disagree on {col} ({sorted(map(str, vals))})")
+        sizes = sorted({int(r["n_samples"]) for r in group if _is_num(r.get("n_samples"))})
+        if len(sizes) > 1:
+            log.warning("row %s: sample sets of different sizes %s; images_per_set is the smallest", name, sizes)
+        s = {"row": name, "kind": first.get("kind"), "backbone": first.get("backbone"), "method": first.get("method"),
+             "spread_over": first.get("spread_over"), "n_seeds": len(group),
+             "seeds": ",".join(str(r["seed"]) for r in group),
+             "images_per_set": sizes[0] if sizes else None,
+             "images_per_class": first.get("images_per_class"),
+             "sampling_seed": first.get("sampling_seed"),
+             "n_reals": first.get("n_reals"), "real_split": first.get("real_split")}
+        for k in keys:
+            s[k], s[f"{k}_std"] = _mean_std([r.get(k) for r in group])
+        out.append(s)
+    return out
+
+
 def fd_key(metrics: dict) -> Optional[str]:
     return "fid" if "fid" in metrics else "fd_clip" if "fd_clip" in metrics else None
 
 
+# --------------------------------------------------------------------------------------------------------------
+# the stage
+
+
 def score_sample_sets(
-    sample_params: SampleParams,
+    rows: Sequence[str],
     metrics_params: MetricsParams,
     samples_root: str | os.PathLike,
     target_dir: str | os.PathLike,
@@ -90,26 +322,33 @@ def score_sample_sets(
     *,
     clip_model: Any,
     default_text_template: str = "a photo of {class_name}",
+    allow_missing: bool = False,
 ) -> list[dict]:
-    """Score every configuration's sample set; write the outputs described in the module docstring.
+    """Score every sample set ``<samples_root>/<row>/seed-<s>/`` of ``rows`` (the report's row order, e.g.
+    :func:`report_rows`) against the real images of split ``metrics.real_split`` of the prepared target; write the
+    outputs described in the module docstring; return the per-set rows (as in metrics.parquet).
     ``default_text_template`` is used when ``metrics.text_template`` is null (the stage passes the caption section's
     sentence template)."""
     import pandas as pd
 
     from ..datasets.shards import load_split
-    from ..sampling import SampleSet, resolve_device
+    from ..sampling import SampleSet
+    from ..training import resolve_device
     from .core import compute_metrics
     from .fidelity import inception_available
 
     mp = metrics_params
+    refs = discover_sample_sets(samples_root, rows, allow_missing=allow_missing)
     template = mp.text_template or default_text_template
     reals = load_split(target_dir, mp.real_split)
     train = reals if mp.real_split == "train" else load_split(target_dir, "train")
     device = resolve_device(mp.device, "metrics.device")
+    n_sets = {r: sum(1 for x in refs if x.row == r) for r in rows}
     cache: dict = {}
-    rows: list[dict] = []
-    for cfg in sample_params.configs:
-        sset = SampleSet(Path(samples_root) / cfg.name)
+    set_rows: list[dict] = []
+    for ref in refs:
+        sset = SampleSet(ref.dir)
+        ident = _set_identity(ref, sset.record)
         if list(sset.record["class_names"]) != list(reals.class_names):
             raise ValueError(
                 f"{sset.dir}: sampled classes {sset.record['class_names']} differ from the target's "
@@ -131,12 +370,21 @@ def score_sample_sets(
             diversity_max_per_cluster=mp.diversity_max_per_cluster, lpips_resize=mp.lpips_resize,
             probe_c=mp.probe_c, probe_max_iter=mp.probe_max_iter, seed=mp.seed, feature_cache=cache,
         )
-        m.update(cost_metrics(cfg, sset.record))
-        log.info("%s scored in %.1f s: %s", cfg.name, time.perf_counter() - t0,
+        m.update(cost_metrics(sset.record))
+        log.info("%s seed %d scored in %.1f s: %s", ref.row, ref.seed, time.perf_counter() - t0,
                  ", ".join(f"{metric_info(k).label}={v:.4g}" for k, v in m.items() if isinstance(v, float)))
-        rows.append({"config": cfg.name, "kind": cfg.kind, "family": cfg.family, **m})
+        counts = {"n_seeds": n_sets[ref.row], "real_split": mp.real_split}
+        if _is_num(sset.record.get("images_per_class")):
+            counts["images_per_class"] = int(sset.record["images_per_class"])
+        if _is_num(sset.record.get("sampling_seed")):
+            counts["sampling_seed"] = int(sset.record["sampling_seed"])
+        set_rows.append({**ident, **counts, **m})
+    if not set_rows:
+        raise FileNotFoundError(f"no sample sets to score in {samples_root} for rows {list(rows)}")
+    summary = summarize(set_rows, rows)
+    keys = summary_keys(set_rows)
     space = "inception" if inception_available(mp.inception_weights) else "clip"
-    keys = sorted({k for r in rows for k in r if k not in ("config", "kind", "family")})
+    metric_keys = sorted({k for r in set_rows for k in r if k not in ID_COLUMNS})
     definitions = {
         "feature_space": space,
         "feature_space_note": (
@@ -149,27 +397,62 @@ def score_sample_sets(
         "text_template": template,
         "real_split": mp.real_split,
         "n_reals": len(reals),
+        "spread": SPREAD_DEFINITION,
+        "spread_over": {"frozen": "sampling_seed", "adapted": "training_seed"},
+        "within_set_keys": sorted(k for k in metric_keys if _within_set_spread(k, set(metric_keys))),
+        "within_set_note": "spreads inside one sample set (over IS splits, KID subsets, diversity clusters): in "
+                           "metrics.parquet only, not averaged over seeds",
+        "counts": {
+            "real_images": len(reals), "real_split": mp.real_split,
+            "rows": {s["row"]: {"kind": s["kind"], "spread_over": s["spread_over"], "n_seeds": s["n_seeds"],
+                                "seeds": [int(x) for x in s["seeds"].split(",")],
+                                "images_per_set": s["images_per_set"], "images_per_class": s["images_per_class"]}
+                     for s in summary},
+        },
+        "summary_keys": keys,
         "metrics": {k: {"label": metric_info(k).label, "higher_is_better": metric_info(k).higher_is_better,
-                        "definition": metric_info(k).definition} for k in keys},
+                        "definition": metric_info(k).definition} for k in metric_keys},
     }
+    fk = fd_key(summary[0]) if summary else None
     with atomic_dir(out_dir) as tmp:
-        for r in rows:
-            write_json(tmp / "metrics" / r["config"] / "metrics.json",
-                       {k: _num(v) for k, v in r.items() if k not in ("config", "kind", "family")})
-        df = pd.DataFrame(rows)
-        df.to_parquet(tmp / "metrics.parquet", index=False)
+        for s in summary:
+            write_json(tmp / "metrics" / s["row"] / "metrics.json", dvc_metrics(s, keys))
+        pd.DataFrame(set_rows).to_parquet(tmp / "metrics.parquet", index=False)
+        pd.DataFrame(summary).to_parquet(tmp / "summary.parquet", index=False)
         write_json(tmp / "definitions.json", definitions)
-        fk = fd_key(rows[0]) if rows else None
         with open(tmp / "fd_vs_params.csv", "w", newline="") as fh:
             w = csv.writer(fh)
-            w.writerow(["config", "trainable_params", fk or "fd"])
-            for r in rows:
-                w.writerow([r["config"], r.get("trainable_params", ""), r.get(fk, "") if fk else ""])
-    return rows
+            y = fk or "fd"
+            w.writerow(["row", "kind", "n_seeds", "images_per_set", "n_reals", "real_split", "trainable_params",
+                        f"{y}_std", y])
+            for s in summary:
+                w.writerow([s["row"], s["kind"], s["n_seeds"], s["images_per_set"], s["n_reals"], s["real_split"],
+                            _csv_num(s.get("trainable_params")), _csv_num(s.get(f"{y}_std")), _csv_num(s.get(y))])
+    return set_rows
+
+
+def dvc_metrics(summary_row: dict, keys: Sequence[str]) -> dict:
+    """The numbers of one summary row for ``dvc metrics show``: counts, then ``<key>`` and ``<key>_std``."""
+    out = {k: _num(summary_row.get(k)) for k in ("n_seeds", "images_per_set", "n_reals") if k in summary_row}
+    for k in keys:
+        out[k] = _num(summary_row.get(k))
+        out[f"{k}_std"] = _num(summary_row.get(f"{k}_std"))
+    return out
+
+
+def _csv_num(v: Any) -> Any:
+    v = _num(v)
+    if v is None:
+        return ""
+    if isinstance(v, float) and v.is_integer() and abs(v) < 2**53:
+        return int(v)
+    return v
 
 
 def _num(v: Any) -> Any:
     """JSON-safe number for DVC (NaN / inf become null)."""
+    if hasattr(v, "item") and not isinstance(v, (list, dict, str)):
+        v = v.item()
     if isinstance(v, float) and not math.isfinite(v):
         return None
     return v

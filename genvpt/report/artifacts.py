@@ -27,15 +27,16 @@ def publish_report_artifact(
     markdown_key: str = MARKDOWN_KEY,
     description: Optional[str] = None,
 ) -> tuple[Any, Any]:
-    """Create a Prefect table artifact (one row per configuration) and a markdown artifact (the report's table with
-    the best value per column in bold). Returns the two artifact ids. ``table_rows``: dicts with a ``config`` key,
-    e.g. :func:`genvpt.report.load_table_rows`."""
+    """Create a Prefect table artifact (one row per report row: means, ``<key>_std`` and ``n_seeds``) and a markdown
+    artifact (the report's table, mean ± std (n=N), the best value per column in bold when it is beyond the spread).
+    Returns the two artifact ids. ``table_rows``: dicts with a ``row`` key, e.g. :func:`genvpt.report.load_table_rows`."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
     rows = [{k: _clean(v) for k, v in r.items()} for r in table_rows]
     if not rows:
         raise ValueError("publish_report_artifact: no rows to publish")
-    desc = description or "genvpt metrics: one row per model configuration (see report/index.html)"
+    desc = description or ("genvpt metrics: one row per report row, mean and std over its seeds "
+                           "(see report/index.html)")
     table_id = create_table_artifact(table=rows, key=table_key, description=desc)
     md = "# genvpt metrics\n\n" + markdown_table(rows, table_columns(rows))
     md_id = create_markdown_artifact(markdown=md, key=markdown_key, description=desc)

@@ -55,21 +55,27 @@ def _pyplot():
 
 
 def plot_fd_vs_params(path: str | os.PathLike, rows: Sequence[dict], fd_key: str) -> Optional[Path]:
-    """Scatter of FD (or FD-CLIP) against trainable parameters (symlog x: frozen backbones sit at 0)."""
-    pts = [(r["config"], float(r.get("trainable_params", 0) or 0), float(r[fd_key])) for r in rows
-           if isinstance(r.get(fd_key), (int, float)) and math.isfinite(float(r[fd_key]))]
+    """Scatter of FD (or FD-CLIP) against trainable parameters (symlog x: frozen backbones sit at 0); the mean over a
+    row's seeds with its std as an error bar when the rows carry ``<fd_key>_std``. Averaged variant rows are left
+    out (their members are plotted)."""
+    def _f(v):
+        return float(v) if isinstance(v, (int, float)) and math.isfinite(float(v)) else None
+
+    pts = [(str(r.get("row", r.get("config", "?"))), float(r.get("trainable_params", 0) or 0), float(r[fd_key]),
+            _f(r.get(f"{fd_key}_std")) or 0.0)
+           for r in rows if _f(r.get(fd_key)) is not None and not r.get("averaged_from")]
     if not pts:
         return None
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.8), dpi=110)
-    xs, ys = [p[1] for p in pts], [p[2] for p in pts]
-    ax.scatter(xs, ys, s=36, color="#1f77b4", zorder=3)
-    for name, x, y in pts:
+    xs, ys, es = [p[1] for p in pts], [p[2] for p in pts], [p[3] for p in pts]
+    ax.errorbar(xs, ys, yerr=es, fmt="o", ms=6, color="#1f77b4", ecolor="#7aa6d0", capsize=3, zorder=3)
+    for name, x, y, _ in pts:
         ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
     ax.set_xscale("symlog", linthresh=1.0)
     ax.set_xlabel("trainable parameters (symlog; 0 = frozen backbone)")
     ax.set_ylabel(metric_info(fd_key).label + " (lower is better)")
-    ax.set_title(f"{metric_info(fd_key).label} vs trainable parameters", fontsize=10)
+    ax.set_title(f"{metric_info(fd_key).label} vs trainable parameters (mean ± std over seeds)", fontsize=10)
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
     with atomic_path(path) as tmp:

@@ -4,6 +4,7 @@ Layout of a token directory::
 
     <dir>/train/shard-000000.tar ...   samples: <key>.cls, <key>.json, <key>.tok0.npy ... <key>.tok{K-1}.npy
     <dir>/val/shard-000000.tar ...
+    <dir>/test/shard-000000.tar ...    (the splits of the prepared dataset: the source has no test)
     <dir>/classes.json                 ["circle", "square", ...]  (index = label)
     <dir>/meta.json                    family, grid (side of each scale), vocab_size, counts per split, tokenizer
 

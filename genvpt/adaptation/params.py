@@ -1,0 +1,158 @@
+"""params.yaml section ``adaptation``: the configurations trained by ``stages/adapt.py`` (one DVC stage instance per
+configuration, ``foreach: ${adaptation.configs}``), each once per training seed of ``adaptation.seeds``.
+
+A configuration names its ``backbone`` (a registered family: genvpt/backbones), the ``tokenizer`` family that
+backbone reads (dvc.yaml derives the instance's input paths from these two; a wrong pairing is an error), its
+``method`` (a registered method: genvpt/adaptation/methods), ``train`` overrides of ``adaptation.train``, and the
+method's own options, validated by the method's ``Params`` model (whose defaults are the only defaults).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Literal, Optional
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from ..schema import StrictModel
+
+__all__ = ["TrainSettings", "AdaptationConfig", "AdaptationParams", "MemoryBenchmarkParams", "describe_errors"]
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+_RESERVED = ("backbone", "tokenizer", "method", "train")
+
+
+class TrainSettings(StrictModel):
+    """Optimisation of every method: AdamW over the trainable parameters, linear warm-up then cosine decay."""
+
+    steps: int = Field(default=100, ge=1)
+    batch_size: int = Field(default=32, ge=2)
+    lr: float = Field(default=1e-3, gt=0.0)
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = Field(default=0.0, ge=0.0)
+    warmup_steps: int = Field(default=5, ge=0)
+    min_lr_ratio: float = Field(default=0.05, ge=0.0, le=1.0)
+    grad_clip: float = Field(default=1.0, ge=0.0)  # 0 = off
+    label_drop: float = Field(default=0.1, ge=0.0, lt=1.0)  # condition -> null (guidance's branch is tuned too)
+    checkpoint_every: int = Field(default=25, ge=1)
+
+    @field_validator("betas")
+    @classmethod
+    def _betas(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not all(0.0 <= b < 1.0 for b in v):
+            raise ValueError(f"betas must lie in [0, 1), got {list(v)}")
+        return v
+
+
+def describe_errors(err: ValidationError, fields: Optional[list[str]] = None) -> str:
+    msgs = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "<root>"
+        if e["type"] == "extra_forbidden":
+            allowed = f"; allowed: {', '.join(sorted(fields))}" if fields else ""
+            msgs.append(f"{key}: unknown key{allowed}")
+        else:
+            msg = e["msg"][len("Value error, "):] if e["msg"].startswith("Value error, ") else e["msg"]
+            msgs.append(f"{key}: {msg} (got {e.get('input')!r})")
+    return "; ".join(msgs)
+
+
+@dataclass
+class AdaptationConfig:
+    """One configuration, merged and validated: ``options`` is an instance of the method's ``Params``."""
+
+    name: str
+    backbone: str
+    tokenizer: str
+    method: str
+    train: TrainSettings
+    options: StrictModel
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "backbone": self.backbone, "tokenizer": self.tokenizer, "method": self.method,
+                "train": self.train.model_dump(mode="json"), "options": self.options.model_dump(mode="json")}
+
+
+class MemoryBenchmarkParams(StrictModel):
+    """benchmarks/mvp_memory.py: peak training memory of MVP vs the prefilled prompt on a randomly initialised VAR of
+    ``depth`` (VAR-256 scales), ``tau`` as in Table 4. ``batch_size`` on a GPU; ``cpu_batch_size`` without one."""
+
+    depth: int = Field(default=16, ge=1)
+    tau: int = Field(default=20, ge=4)
+    batch_size: int = Field(default=16, ge=1)
+    cpu_batch_size: int = Field(default=2, ge=1)
+
+
+class AdaptationParams(StrictModel):
+    """The ``adaptation`` section."""
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_threads: Optional[int] = Field(default=None, ge=1)  # torch CPU threads (null: torch's default)
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])  # every configuration trains once per seed
+    memory_benchmark: MemoryBenchmarkParams = MemoryBenchmarkParams()
+    train: TrainSettings = TrainSettings()
+    # name -> {backbone, tokenizer, method, train: {...}, <method options>}; the name is the folder under
+    # data/adapted and the report row
+    configs: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: list[int]) -> list[int]:
+        if not v or len(set(v)) != len(v) or any(s < 0 for s in v):
+            raise ValueError(f"seeds must be distinct non-negative integers, at least one (got {v})")
+        return v
+
+    @model_validator(mode="after")
+    def _configs_validate(self) -> "AdaptationParams":
+        for name in self.configs:
+            self.config(name)
+        return self
+
+    def config(self, name: str) -> AdaptationConfig:
+        """The merged configuration ``name``, validated against the backbone and method registries."""
+        from ..backbones import BACKBONES
+        from .method import method_class
+
+        if name not in self.configs:
+            raise KeyError(f"no adaptation configuration {name!r}; params adaptation.configs has: "
+                           f"{', '.join(self.configs) or '(none)'}")
+        where = f"configs.{name}"
+        if not _NAME.match(name):
+            raise ValueError(f"{where}: the name must match {_NAME.pattern} (it becomes a folder name)")
+        if name in BACKBONES:
+            raise ValueError(f"{where}: {name!r} is a backbone's name (its frozen row); choose another name")
+        raw = self.configs[name]
+        if not isinstance(raw, dict):
+            raise ValueError(f"{where} must be a mapping with backbone, tokenizer, method and options")
+        for key in ("backbone", "method"):
+            if key not in raw:
+                raise ValueError(f"{where}.{key} is required")
+        bb = raw["backbone"]
+        if bb not in BACKBONES:
+            raise ValueError(f"{where}.backbone: unknown backbone {bb!r}; registered: {', '.join(sorted(BACKBONES))}")
+        want_tok = BACKBONES[bb].tokenizer_family
+        tok = raw.get("tokenizer", want_tok)
+        if tok != want_tok:
+            raise ValueError(f"{where}.tokenizer: the {bb} backbone reads {want_tok!r} tokens, not {tok!r}")
+        try:
+            mcls = method_class(raw["method"])
+        except ValueError as err:
+            raise ValueError(f"{where}.method: {err}") from None
+        train_over = raw.get("train") or {}
+        if not isinstance(train_over, dict):
+            raise ValueError(f"{where}.train must be a mapping of overrides of adaptation.train")
+        try:
+            train = TrainSettings.model_validate({**self.train.model_dump(), **train_over})
+        except ValidationError as err:
+            raise ValueError(f"{where}.train: {describe_errors(err, list(TrainSettings.model_fields))}") from None
+        opts = {k: v for k, v in raw.items() if k not in _RESERVED}
+        try:
+            options = mcls.Params.model_validate(opts)
+        except ValidationError as err:
+            fields = list(mcls.Params.model_fields) + list(_RESERVED)
+            raise ValueError(f"{where} (method {mcls.name}): {describe_errors(err, fields)}") from None
+        need = mcls.required_features(options) - set(BACKBONES[bb].features)
+        if need:
+            raise ValueError(f"{where}: method {mcls.name} needs {sorted(need)} from its backbone, which the {bb} "
+                             f"backbone does not offer (it has {sorted(BACKBONES[bb].features)})")
+        return AdaptationConfig(name=name, backbone=bb, tokenizer=tok, method=mcls.name, train=train, options=options)
