@@ -336,3 +336,41 @@ def test_adapt_stage_trains_every_seed_and_the_sample_stage_reads_it(tmp_path, m
                               tmp_path / "samples" / "vpt-ar", models_dir=str(tmp_path / "adapted"), seeds=[0, 1])
     assert [r["seed"] for r in recs] == [0, 1] and all(r["spread_over"] == "training_seed" for r in recs)
     assert len(list((tmp_path / "samples" / "vpt-ar" / "seed-1" / "images").glob("*.png"))) == 6
+
+
+@pytest.mark.parametrize("layout", ["taming", "valeoai"])
+def test_official_layout_checkpoints_take_a_prompt_and_stay_unchanged(tmp_path, layout):
+    """A taming cond_transformer checkpoint (Lightning container, shared code/class table) and a valeoai MaskGIT
+    file (``model_state_dict``), random weights in the official key layouts: VPT trains on them for a few steps
+    through the same loader, loop and sampler, and the backbone is unchanged."""
+    from genvpt.backbones import load_backbone
+    from genvpt.generators.ar import GPT, ARConfig
+    from genvpt.generators.maskgit import MaskGIT, MaskGITConfig
+    from _adapt_tiny import tiny_vqgan
+
+    torch.manual_seed(0)
+    if layout == "taming":
+        fam, hints = "ar", {"n_head": 2}
+        model = GPT(ARConfig(vocab_size=V, grid=4, num_classes=3, n_layer=2, n_head=2, n_embd=32,
+                             token_layout="taming")).eval()
+        torch.save({"state_dict": {f"transformer.{k}": v for k, v in model.state_dict().items()}},
+                   tmp_path / "last.ckpt")
+        path = tmp_path / "last.ckpt"
+    else:
+        fam, hints = "maskgit", {"heads": 2, "vocab_size": V}
+        model = MaskGIT(MaskGITConfig(vocab_size=V, grid=4, num_classes=3, hidden_dim=32, depth=2, heads=2,
+                                      mlp_dim=64, dropout=0.0)).eval()
+        torch.save({"iter": 1, "model_state_dict": model.state_dict()}, tmp_path / "MaskGIT.pth")
+        path = tmp_path / "MaskGIT.pth"
+    save_tokenizer(tmp_path / "tok.pt", tiny_vqgan())
+    backbone = load_backbone(fam, path, tmp_path / "tok.pt", sample_defaults={"cfg": 0.0} if fam == "ar" else
+                             {"steps": 3, "cfg": 1.0}, **hints)
+    sd_before = {k: v.clone() for k, v in model.state_dict().items()}
+    before = state_hash(backbone.generator)
+    cfg = _cfg(fam, "vpt", prompt_length=2, train={"label_drop": 0.0})
+    rec = train_adaptation(cfg, backbone=backbone, data=tiny_data(fam), out_dir=tmp_path / "o", progress=False,
+                           source=file_source(path, tmp_path / "tok.pt", **hints))
+    assert state_hash(backbone.generator) == before and "generator" in rec["frozen_verified"]
+    assert all(torch.equal(sd_before[k], v) for k, v in backbone.generator.state_dict().items())
+    s = load_adapted(tmp_path / "o" / "model.pt", sample_defaults=backbone.sample_defaults)
+    assert s.sample_images(torch.tensor([0, 1]), seed=0).shape == (2, 3, 16, 16)

@@ -114,7 +114,8 @@ def load_adapted(path: str | os.PathLike, *, device: torch.device | str = "cpu",
     cfg = AdaptationConfig(name=config["name"], backbone=config["backbone"], tokenizer=config["tokenizer"],
                            method=config["method"], train=TrainSettings.model_validate(config["train"]),
                            options=mcls.Params.model_validate(config["options"]))
-    backbone = load_backbone(cfg.backbone, gen_path, tok_path, device=device, sample_defaults=sample_defaults)
+    backbone = load_backbone(cfg.backbone, gen_path, tok_path, device=device, sample_defaults=sample_defaults,
+                             **dict(src.get("hints") or {}))
     info = MethodInfo(**config["info"])
     method = build_method(cfg, backbone, info, int(config.get("seed", 0))).to(device)
     method.load_adapter_state_dict(sd, source=str(path))

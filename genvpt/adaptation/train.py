@@ -170,10 +170,13 @@ def save_adapted(path: str | os.PathLike, method: Method, config: dict[str, Any]
     return Path(path)
 
 
-def file_source(generator: str | os.PathLike, tokenizer: str | os.PathLike, clip: Optional[str] = None) -> dict[str, Any]:
-    """Where the backbone came from (paths as given, and their sha256) for the result files."""
+def file_source(generator: str | os.PathLike, tokenizer: str | os.PathLike, clip: Optional[str] = None,
+                **hints: Any) -> dict[str, Any]:
+    """Where the backbone came from (paths as given, their sha256, and the loading hints an official file needs,
+    e.g. ``n_head``) for the result files."""
     src: dict[str, Any] = {"generator": str(generator), "tokenizer": str(tokenizer),
-                           "generator_sha256": sha256_file(generator), "tokenizer_sha256": sha256_file(tokenizer)}
+                           "generator_sha256": sha256_file(generator), "tokenizer_sha256": sha256_file(tokenizer),
+                           "hints": dict(hints)}
     if clip is not None:
         src["clip"] = str(clip)
     return src
