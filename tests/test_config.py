@@ -126,3 +126,25 @@ def test_dataset_params_import_without_config_or_dataset_code():
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert res.returncode == 0, res.stderr
+
+
+def test_params_yaml_spells_out_the_code_defaults():
+    """One source of defaults: every value params.yaml gives equals the params models' default (the user lists
+    `adaptation.configs` and `sample.configs` excepted), so no default lives twice with two values."""
+    from genvpt.config import load_params, validate_params
+
+    yaml_ = load_params(ROOT / "params.yaml").model_dump(mode="json")
+    code = validate_params({}).model_dump(mode="json")
+    yaml_["adaptation"].pop("configs")
+    code["adaptation"].pop("configs")
+    diffs = []
+
+    def walk(a, b, path):
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k in sorted(set(a) | set(b)):
+                walk(a.get(k), b.get(k), f"{path}.{k}" if path else k)
+        elif a != b:
+            diffs.append(f"{path}: params.yaml {a!r} vs code {b!r}")
+
+    walk(yaml_, code, "")
+    assert not diffs, "\n".join(diffs)

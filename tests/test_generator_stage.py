@@ -133,7 +133,7 @@ def test_pretrain_generator_stage_end_to_end(tmp_path):
 
 def test_params_defaults_and_errors():
     p = validate_params({})
-    assert p.generator.ar.sample.top_k == 100 and p.generator.maskgit.train.label_smoothing == 0.1
+    assert p.generator.ar.sample.top_p == 0.6 and p.generator.maskgit.train.label_smoothing == 0.1
     with pytest.raises(ConfigError, match="generator.ar.order"):
         validate_params({"generator": {"ar": {"order": "diagonal"}}})
     with pytest.raises(ConfigError, match="divisible"):

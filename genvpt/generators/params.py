@@ -53,9 +53,9 @@ class GenTrainParams(StrictModel):
 
 class ARSampleParams(StrictModel):
     temperature: float = Field(default=1.0, ge=0)
-    top_k: int = Field(default=100, ge=0)   # taming default; 0 = off
-    top_p: float = Field(default=0.0, ge=0, le=1)  # 0 = off
-    cfg: float = Field(default=0.0, ge=0)   # (1+cfg)*cond - cfg*uncond; 0 = off
+    top_k: int = Field(default=0, ge=0)     # 0 = off (taming's own default: 100)
+    top_p: float = Field(default=0.6, ge=0, le=1)  # 0 = off
+    cfg: float = Field(default=1.0, ge=0)   # (1+cfg)*cond - cfg*uncond; 0 = off
 
 
 class ARParams(StrictModel):
@@ -68,18 +68,18 @@ class ARParams(StrictModel):
     n_embd: int = Field(default=128, ge=8)
     dropout: float = Field(default=0.0, ge=0, lt=1)
     order: Order = "row_major"
-    train: GenTrainParams = GenTrainParams()
+    train: GenTrainParams = GenTrainParams(steps=1800)
     sample: ARSampleParams = ARSampleParams()
 
 
 class MaskGITSampleParams(StrictModel):
-    steps: int = Field(default=8, ge=1)
+    steps: int = Field(default=16, ge=1)  # MaskGIT's own: 8
     schedule: MaskSchedule = "cosine"
     temperature: float = Field(default=1.0, ge=0)
-    choice_temperature: float = Field(default=4.5, ge=0)  # Gumbel noise on confidences, annealed to 0
+    choice_temperature: float = Field(default=1.0, ge=0)  # Gumbel noise on confidences, annealed to 0 (MaskGIT: 4.5)
     top_k: int = Field(default=0, ge=0)
-    top_p: float = Field(default=0.0, ge=0, le=1)
-    cfg: float = Field(default=0.0, ge=0)
+    top_p: float = Field(default=0.6, ge=0, le=1)
+    cfg: float = Field(default=2.0, ge=0)
     cfg_schedule: Literal["constant", "linear"] = "constant"
     # genvpt: our decoder; official_v1: valeoai Maskgit-pytorch v1.0's sampler (adap_sche counts, CFG and Gumbel
     # ramps over t/(T-1), MASK row kept; cfg_schedule unused), e.g. schedule arccos, steps 8, cfg 3 for its FID 6.80;
@@ -102,16 +102,16 @@ class MaskGITParams(StrictModel):
     depth: int = Field(default=4, ge=1)
     heads: int = Field(default=4, ge=1)
     mlp_dim: int = Field(default=512, ge=8)
-    dropout: float = Field(default=0.1, ge=0, lt=1)
+    dropout: float = Field(default=0.0, ge=0, lt=1)  # MaskGIT's 0.1 only slows the under-trained tiny model
     mask_schedule: MaskSchedule = "cosine"    # training corruption
-    train: GenTrainParams = GenTrainParams(label_smoothing=0.1, beta2=0.96)
+    train: GenTrainParams = GenTrainParams(steps=3000, label_smoothing=0.1, beta2=0.96)
     sample: MaskGITSampleParams = MaskGITSampleParams()
 
 
 class VARSampleParams(StrictModel):
     cfg: float = Field(default=1.5, ge=0)       # ramp t = cfg * si / (K-1)
     top_k: int = Field(default=0, ge=0)
-    top_p: float = Field(default=0.0, ge=0, le=1)
+    top_p: float = Field(default=0.6, ge=0, le=1)
     temperature: float = Field(default=1.0, ge=0)
 
 
@@ -129,7 +129,7 @@ class VARParams(StrictModel):
     attn_l2_norm: bool = True
     shared_aln: bool = False
     init_adaln_gamma: float = Field(default=1e-3, ge=0)
-    train: GenTrainParams = GenTrainParams()
+    train: GenTrainParams = GenTrainParams(steps=1200)
     sample: VARSampleParams = VARSampleParams()
 
 
@@ -138,7 +138,7 @@ class ClassifierParams(StrictModel):
 
     width: int = Field(default=32, ge=4)
     dropout: float = Field(default=0.1, ge=0, lt=1)
-    epochs: int = Field(default=12, ge=1)
+    epochs: int = Field(default=8, ge=1)
     batch_size: int = Field(default=64, ge=1)
     lr: float = Field(default=4e-3, gt=0)
     weight_decay: float = Field(default=5e-4, ge=0)
@@ -159,7 +159,7 @@ class GenEvalParams(StrictModel):
 
 class GeneratorParams(StrictModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    num_threads: Optional[int] = Field(default=1, ge=1)  # torch CPU threads in the stages (null: torch's default)
+    num_threads: Optional[int] = Field(default=None, ge=1)  # torch CPU threads in the stages (null: torch's default)
     ar: ARParams = ARParams()
     maskgit: MaskGITParams = MaskGITParams()
     var: VARParams = VARParams()

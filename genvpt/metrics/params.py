@@ -62,7 +62,7 @@ def _default_configs() -> list[SampleConfig]:
 class SampleParams(StrictModel):
     """The ``sample`` section: how many images, in which batches, from which configurations."""
 
-    images_per_class: int = Field(default=20, ge=1)
+    images_per_class: int = Field(default=50, ge=1)
     batch_size: int = Field(default=60, ge=1)
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -109,9 +109,11 @@ class MetricsParams(StrictModel):
     # conditioning text of a class-conditional sample (also the zero-shot prompt for IS-CLIP's class logits);
     # null: the caption section's sentence_template (the sentence the prompt methods are tuned with)
     text_template: Optional[str] = None
-    # intra-cluster diversity (Ojha et al. 2021): clusters centred on training images of the target train split
+    # intra-cluster diversity (Ojha et al. 2021, as VPT-generative reports it): every training image of the target
+    # train split is a cluster centre, up to diversity_centers_per_class of each class (seeded pick) when a class has
+    # more; each sample joins its nearest centre; mean pairwise distance within each cluster, averaged over clusters
     diversity: bool = True
-    diversity_centers_per_class: Optional[int] = Field(default=1, ge=1)  # null: every training image is a centre
+    diversity_centers_per_class: Optional[int] = Field(default=10, ge=1)  # null: every training image is a centre
     diversity_max_per_cluster: int = Field(default=50, ge=2)
     # LPIPS-VGG weights (torch-fidelity's weights-vgg16-lpips.pth and torchvision's vgg16-397923af.pth); when either is
     # absent, diversity is measured as CLIP-feature cosine distance and named diversity_clip instead of diversity_lpips

@@ -87,9 +87,9 @@ class VQGANParams(StrictModel):
     ch: int = Field(default=32, ge=1)
     ch_mult: list[int] = [1, 1, 1]  # downsample = 2^(len-1): 4 -> 8x8 tokens at 32 px
     num_res_blocks: int = Field(default=1, ge=1)
-    attn_resolutions: list[int] = [8]  # feature-map sides (image side / 2^level) with attention
+    attn_resolutions: list[int] = []  # feature-map sides (image side / 2^level) with attention
     z_channels: int = Field(default=64, ge=1)
-    n_embed: int = Field(default=512, ge=2)
+    n_embed: int = Field(default=128, ge=2)
     embed_dim: int = Field(default=32, ge=1)
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
     beta: float = Field(default=0.25, ge=0.0)
@@ -111,13 +111,13 @@ class MSVQParams(StrictModel):
     ch_mult: list[int] = [1, 1, 1]
     num_res_blocks: int = Field(default=1, ge=1)
     z_channels: int = Field(default=16, ge=1)  # Cvae
-    vocab_size: int = Field(default=512, ge=2)
+    vocab_size: int = Field(default=128, ge=2)
     patch_nums: list[int] = [1, 2, 3, 4, 6, 8]  # the last must equal image side / downsample
     quant_resi: float = Field(default=0.5, ge=0.0, le=1.0)
     share_quant_resi: int = Field(default=4, ge=0)
     using_znorm: bool = False
-    using_sa: bool = True
-    using_mid_sa: bool = True
+    using_sa: bool = False
+    using_mid_sa: bool = False
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
     beta: float = Field(default=0.25, ge=0.0)
     norm_groups: int = Field(default=8, ge=1)  # GroupNorm groups (32 in the official models)
