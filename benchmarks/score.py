@@ -1,23 +1,59 @@
-"""Scoring throughput: time to score N generated 32-px images against the target (every metric of the score stage).
+"""Scoring throughput: time to score N generated images against the target (every metric of the score stage, with
+every ``metrics`` setting of params.yaml, as the score stage passes them).
 
-    python benchmarks/score.py [--n 10000] [--size 32] [--device auto]
-Uses the trained tiny CLIP (params `clip`, data/clip/model.pt) when it exists, else the same architecture with random
-weights; the real images are the prepared target (data/prepared/target) when present, else synthetic ones.
-Also times writing the N images as PNGs and reading them back (what the sample / score stages do around it).
-Writes benchmarks/results/score.json.
+    python benchmarks/score.py [--n 10000] [--device auto] [--smoke]
+Uses the CLIP params.yaml names (``clip``; data/clip/model.pt by default) when its weights exist, else the same
+architecture with random weights; the real images are the prepared target's ``metrics.real_split`` split (and its
+train split for the probe and the diversity centres) when data/prepared/target exists, else synthetic ones of
+``dataset.image_size``. The samples are synthetic (random class patterns plus noise). Also times writing the N
+images as PNGs and reading them back (what the sample / score stages do around it).
+Writes benchmarks/results/score.json (``--smoke``: 120 samples, a temporary folder).
 """
 from __future__ import annotations
 
-import argparse
 import os
-import tempfile
-import time
-from pathlib import Path
+import sys
 
-import torch
-from _common import ROOT, save_results
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+sys.path.insert(0, os.path.dirname(_HERE))
 
-from genvpt.metrics import METRIC_GROUPS, compute_metrics
+import argparse  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
+
+from benchmarks._common import ROOT, block, from_params, load_repo_params, save_results  # noqa: E402
+
+DEFAULT_N = 10000
+SMOKE_N = 120
+SYNTHETIC = {"classes": 12, "reals": 240, "train": 960}
+TARGET = ROOT / "data" / "prepared" / "target"
+
+declared_overrides = {
+    "benchmark.n_samples": f"synthetic samples scored ({DEFAULT_N}; {SMOKE_N} with --smoke): a throughput "
+                           "measurement, not a sample set of sample.images_per_class",
+    "benchmark.reals": "the prepared target when it exists, else synthetic reals "
+                       f"({SYNTHETIC['reals']} compared, {SYNTHETIC['train']} train, {SYNTHETIC['classes']} classes)",
+    "benchmark.weights": "clip.pretrained when the file exists, else random weights of the same architecture",
+}
+
+
+def settings(params, args=None) -> dict:
+    """Every setting this benchmark runs with (see benchmarks/_common.py)."""
+    smoke = bool(args and getattr(args, "smoke", False))
+    st = block(params, "metrics")
+    st.update(block(params, "clip", exclude=("train",)))
+    st.update(from_params(params, "dataset.image_size", "caption.sentence_template"))
+    if args is not None and getattr(args, "device", None):
+        st["metrics.device"] = args.device
+    st["benchmark.n_samples"] = SMOKE_N if smoke else (getattr(args, "n", None) or DEFAULT_N)
+    st["benchmark.reals"] = (f"data/prepared/target ({params.metrics.real_split}; train)"
+                             if (TARGET / "classes.json").is_file() else "synthetic")
+    st["benchmark.weights"] = str(params.clip.pretrained) if (ROOT / params.clip.pretrained).is_file() else "random"
+    return st
 
 
 def _images(n: int, size: int, classes: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -30,36 +66,44 @@ def _images(n: int, size: int, classes: int, seed: int) -> tuple[torch.Tensor, t
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=10000)
-    ap.add_argument("--size", type=int, default=32)
-    ap.add_argument("--device", default="auto")
+    ap.add_argument("--n", type=int, default=None, help=f"samples (default {DEFAULT_N})")
+    ap.add_argument("--device", default=None, help="default: params metrics.device")
+    ap.add_argument("--smoke", action="store_true")
     args = ap.parse_args()
     os.chdir(ROOT)
     from genvpt.clip import build_clip, load_clip
-    from genvpt.config import load_params
+    from genvpt.metrics import METRIC_GROUPS, compute_metrics
+    from genvpt.training import resolve_device
 
-    params = load_params()
-    if Path(params.clip.pretrained).is_file():
-        clip, clip_src = load_clip(params.clip), f"trained ({params.clip.pretrained})"
+    params = load_repo_params()
+    st = settings(params, args)
+    cp = params.clip
+    if st["benchmark.weights"] != "random":
+        clip, clip_src = load_clip(cp), f"trained ({cp.pretrained})"
     else:
         torch.manual_seed(0)
-        clip, clip_src = build_clip(params.clip.model).freeze(), f"random weights ({params.clip.model})"
-    target = ROOT / "data/prepared/target"
-    if (target / "classes.json").is_file():
+        clip = build_clip(cp.model, quick_gelu=bool(cp.quick_gelu), precision=cp.precision,
+                          batch_size=cp.batch_size).freeze()
+        clip_src = f"random weights ({cp.model})"
+    mp = params.metrics.model_copy(update={"device": st["metrics.device"]})
+    size = st["dataset.image_size"]
+    if st["benchmark.reals"] != "synthetic":
         from genvpt.datasets.shards import load_split
 
-        val, train = load_split(target, "val"), load_split(target, "train")
-        reals, real_labels, names = val.images, val.labels, val.class_names
+        real = load_split(TARGET, mp.real_split)
+        train = real if mp.real_split == "train" else load_split(TARGET, "train")
+        reals, real_labels, names = real.images, real.labels, real.class_names
         train_images, train_labels = train.images, train.labels
-        real_src = f"prepared target ({len(reals)} val, {len(train_images)} train)"
+        real_src = f"prepared target ({len(reals)} {mp.real_split}, {len(train_images)} train)"
     else:
-        names = [f"class{i}" for i in range(12)]
-        reals, real_labels = _images(240, args.size, 12, 1)
-        train_images, train_labels = _images(960, args.size, 12, 2)
-        real_src = "synthetic (240 val, 960 train)"
-    if reals.shape[-1] != args.size:
-        raise SystemExit(f"the prepared target is {reals.shape[-1]} px; run with --size {reals.shape[-1]}")
-    samples, labels = _images(args.n, args.size, len(names), 3)
+        names = [f"class{i}" for i in range(SYNTHETIC["classes"])]
+        reals, real_labels = _images(SYNTHETIC["reals"], size, len(names), 1)
+        train_images, train_labels = _images(SYNTHETIC["train"], size, len(names), 2)
+        real_src = f"synthetic ({SYNTHETIC['reals']} {mp.real_split}, {SYNTHETIC['train']} train)"
+    if reals.shape[-1] != size:
+        raise SystemExit(f"the prepared target is {reals.shape[-1]} px but dataset.image_size is {size}")
+    n = st["benchmark.n_samples"]
+    samples, labels = _images(n, size, len(names), 3)
 
     timings: dict[str, float] = {}
     originals = dict(METRIC_GROUPS)
@@ -71,14 +115,28 @@ def main() -> None:
             return out
 
         METRIC_GROUPS[name] = timed
-    mp = params.metrics
+    device = resolve_device(mp.device, "metrics.device")
     t0 = time.perf_counter()
-    m = compute_metrics(samples, reals, labels=labels, class_names=names, real_labels=real_labels,
-                        train_images=train_images, train_labels=train_labels, clip_model=clip, device=args.device,
-                        batch_size=mp.batch_size, kid_subsets=mp.kid_subsets, kid_subset_size=mp.kid_subset_size,
-                        text_template=mp.text_template or params.caption.sentence_template, seed=mp.seed)
+    try:  # every metrics setting, as genvpt/metrics/scoring.py passes them
+        m = compute_metrics(
+            samples, reals,
+            fid=mp.fid, isc=mp.isc, kid=mp.kid, prc=mp.prc, clip_score=mp.clip_score, diversity=mp.diversity,
+            class_accuracy=mp.class_accuracy,
+            labels=labels, class_names=names, real_labels=real_labels,
+            train_images=train_images, train_labels=train_labels,
+            inception_weights=mp.inception_weights, clip_model=clip,
+            lpips_weights=mp.lpips_weights, lpips_vgg_weights=mp.lpips_vgg_weights, device=device,
+            batch_size=mp.batch_size, isc_splits=mp.isc_splits, kid_subsets=mp.kid_subsets,
+            kid_subset_size=mp.kid_subset_size, prc_neighborhood=mp.prc_neighborhood,
+            clip_score_weight=mp.clip_score_weight,
+            text_template=mp.text_template or params.caption.sentence_template,
+            diversity_centers_per_class=mp.diversity_centers_per_class,
+            diversity_max_per_cluster=mp.diversity_max_per_cluster, lpips_resize=mp.lpips_resize,
+            probe_c=mp.probe_c, probe_max_iter=mp.probe_max_iter, seed=mp.seed,
+        )
+    finally:
+        METRIC_GROUPS.update(originals)
     total = time.perf_counter() - t0
-    METRIC_GROUPS.update(originals)
 
     from genvpt.sampling import load_png_files, write_png
 
@@ -94,20 +152,18 @@ def main() -> None:
         assert torch.equal(back, samples)
 
     save_results("score", {
-        "n_samples": args.n,
-        "image_size": args.size,
+        "n_samples": n,
+        "image_size": size,
         "clip": clip_src,
         "reals": real_src,
-        "kid_subsets": mp.kid_subsets,
-        "kid_subset_size": min(mp.kid_subset_size, len(reals)),
+        "kid_subset_size_used": min(mp.kid_subset_size, len(reals), n),
         "score_seconds_total": round(total, 2),
         "score_seconds_per_group": timings,
-        "samples_per_second": round(args.n / total, 1),
+        "samples_per_second": round(n / total, 1),
         "png_write_seconds": round(write_s, 2),
         "png_read_seconds": round(read_s, 2),
-        "load_average_1min_at_end": round(os.getloadavg()[0], 2),
         "metrics": {k: round(float(v), 5) for k, v in m.items()},
-    })
+    }, settings=st, declared=declared_overrides, params=params, smoke=args.smoke)
 
 
 if __name__ == "__main__":

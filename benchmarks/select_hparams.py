@@ -24,11 +24,54 @@ from pathlib import Path
 from _common import ROOT, save_results
 
 
+def _value(text: str):
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def _put(raw: dict, key: str, value) -> None:
+    if key.startswith("train."):
+        raw.setdefault("train", {})[key.split(".", 1)[1]] = value
+    else:
+        raw[key] = value
+
+
+DEFAULT_VALUES = [0.001, 0.003, 0.01, 0.03]  # --values' default
+declared_overrides = {  # settings params.yaml does not give (benchmarks/_common.py; tests/test_benchmarks_params.py)
+    "benchmark.search": "what is compared: --key with each of --values (and every --set), over params.yaml's value; "
+                        "params.yaml is not edited",
+    "benchmark.device": "backbones are loaded on CPU here (load_backbone(device='cpu')), whatever "
+                        "adaptation.device says",
+    "benchmark.split": "the selection is made on the val split (the report scores test)",
+}
+
+
+def settings(params, args=None) -> dict:
+    """Every setting this benchmark runs with (see benchmarks/_common.py)."""
+    names = list(getattr(args, "config", None) or []) if args is not None else []
+    names = names or [n for n, c in params.adaptation.configs.items() if c.get("method") == "vpt"]
+    st = {"adaptation.seeds": list(params.adaptation.seeds),
+          "adaptation.train": params.adaptation.train.model_dump(mode="json"),
+          "caption.sentence_template": params.caption.sentence_template}
+    for n in names:
+        st[f"adaptation.configs.{n}"] = dict(params.adaptation.configs[n])
+    st["benchmark.search"] = {"key": getattr(args, "key", "train.lr") if args is not None else "train.lr",
+                              "values": list(getattr(args, "values", None) or DEFAULT_VALUES),
+                              "set": list(getattr(args, "set", None) or [])}
+    st["benchmark.device"] = "cpu"
+    st["benchmark.split"] = "val"
+    return st
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", action="append", default=None)
     ap.add_argument("--key", default="train.lr", help="train.<field> or a method option")
-    ap.add_argument("--values", nargs="+", type=float, default=[0.001, 0.003, 0.01, 0.03])
+    ap.add_argument("--values", nargs="+", type=_value, default=[0.001, 0.003, 0.01, 0.03])
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="also set KEY (train.<field> or an option) for every run, e.g. --set init=condition")
     ap.add_argument("--name", default="select_hparams", help="results file name under benchmarks/results/")
     args = ap.parse_args()
     import torch
@@ -55,10 +98,10 @@ def main() -> None:
         rows = []
         for v in args.values:
             raw = copy.deepcopy(ap_.configs[name])
-            if args.key.startswith("train."):
-                raw.setdefault("train", {})[args.key.split(".", 1)[1]] = v
-            else:
-                raw[args.key] = v
+            for kv in args.set:
+                k, _, text = kv.partition("=")
+                _put(raw, k, _value(text))
+            _put(raw, args.key, v)
             cfg = AdaptationParams(train=ap_.train, configs={name: raw}).config(name)
             backbone = load_backbone(base.backbone, gen, tok, device="cpu")
             t0 = time.perf_counter()
@@ -72,9 +115,10 @@ def main() -> None:
         best = min(rows, key=lambda r: r["val_loss_after"])
         results[name] = {"key": args.key, "seed": seed, "train_samples": len(data), "val_samples": len(val),
                          "rows": rows, "chosen": best["value"]}
-    save_results(args.name, {"settings": {"key": args.key, "values": args.values, "configs": names,
+    save_results(args.name, {"settings": {"key": args.key, "values": args.values, "set": args.set, "configs": names,
                                           "adaptation_train": ap_.train.model_dump(mode="json")},
-                             "split": "val", "results": results})
+                             "split": "val", "results": results},
+                 settings=settings(params, args), declared=declared_overrides, params=params)
 
 
 if __name__ == "__main__":

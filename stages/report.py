@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None):
     setup_logging()
     params = load_params(args.params)
     return build_report(args.scores, args.samples, args.out, report_params=params.report,
-                        comparisons=args.compare or DEFAULT_COMPARISONS, order=report_rows(params),
+                        comparisons=args.compare or [tuple(x.split(':')) for x in params.report.compare], order=report_rows(params),
                         target_dir=args.target, memory_benchmark=args.memory_benchmark)
 
 

@@ -374,3 +374,26 @@ def test_official_layout_checkpoints_take_a_prompt_and_stay_unchanged(tmp_path, 
     assert all(torch.equal(sd_before[k], v) for k, v in backbone.generator.state_dict().items())
     s = load_adapted(tmp_path / "o" / "model.pt", sample_defaults=backbone.sample_defaults)
     assert s.sample_images(torch.tensor([0, 1]), seed=0).shape == (2, 3, 16, 16)
+
+
+@pytest.mark.parametrize("bb", ["ar", "maskgit"])
+def test_vpt_condition_init_starts_near_the_frozen_conditioning(bb):
+    """init: condition puts the frozen class token's own embedding in the prompt: with one prompt token (and no
+    noise) the prompted loss equals the frozen class-conditional loss exactly."""
+    from genvpt.adaptation.method import MethodInfo
+    from genvpt.adaptation.train import TrainContext
+
+    b = tiny_backbone(bb)
+    data = tiny_data(bb, n=6)
+    m = build_method(_cfg(bb, "vpt", prompt_length=1, init="condition", init_std=0.0, dropout=0.0), b,
+                     MethodInfo(num_classes=3), 0)
+    m.setup(TrainContext(b, data, None, torch.device("cpu"), 0, False))
+    m.eval()
+    idx = torch.arange(6)
+    batch = b.batch(data.scales, idx)
+    g = lambda: torch.Generator().manual_seed(5)  # noqa: E731
+    with torch.no_grad():
+        prompted, _ = b.loss(batch, None, m.injections(data.labels, idx=idx), generator=g())
+        frozen, _ = b.loss(batch, data.labels, Injections(), generator=g())
+    # (MaskGIT's class token sits after the image tokens; bidirectional attention does not see the order)
+    assert torch.allclose(prompted, frozen, atol=1e-5)

@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from scipy import linalg
 
 from _metrics_stubs import class_images, tiny_clip
@@ -24,7 +25,7 @@ from genvpt.metrics import (
     register_metric,
 )
 from genvpt.metrics.clip_score import clip_score_from_embeddings
-from genvpt.metrics.diversity import cosine_distance_fn, intra_cluster_diversity, select_centers
+from genvpt.metrics.diversity import assign_to_centers, cosine_distance_fn, intra_cluster_diversity, select_centers
 from genvpt.metrics.probe import LinearProbe
 
 
@@ -264,6 +265,39 @@ def test_intra_cluster_diversity_on_constructed_clusters():
     _, _, n = intra_cluster_diversity(torch.zeros(200, dtype=torch.long), cosine_distance_fn(big), max_per_cluster=5)
     assert n == 1
     assert math.isnan(intra_cluster_diversity(torch.tensor([0, 1]), cosine_distance_fn(f[:2]))[0])
+
+
+def test_diversity_clusters_are_centred_on_training_images_not_classes():
+    """The paper's clusters (Ojha et al. 2021): one per training image. A class with two modes, each sample close to
+    its training image: per-image clusters measure the variety around each image (small); one cluster per class
+    would measure the distance between the modes instead."""
+    assert MetricsParams().diversity_centers_per_class == 10  # every image of 10-shot data; at most 10 per class
+    g = torch.Generator().manual_seed(0)
+    # features of 4 training images: class 0 has modes at 0 and 90 degrees, class 1 at 180 and 270 degrees
+    angles = torch.tensor([0.0, 90.0, 180.0, 270.0]) * math.pi / 180
+    train = torch.stack([angles.cos(), angles.sin(), torch.zeros(4)], dim=1)
+    train_labels = torch.tensor([0, 0, 1, 1])
+    mode = torch.arange(40) % 4
+    samples = train[mode] + 0.05 * torch.randn(40, 3, generator=g)  # small variety around each training image
+    per_image = select_centers(train_labels, 10)
+    assert per_image.tolist() == [0, 1, 2, 3]  # classes of at most 10 images: every image is a centre
+    fs, fc = F.normalize(samples, dim=-1), F.normalize(train, dim=-1)
+    assign = assign_to_centers(1.0 - fs.double() @ fc[per_image].double().T)
+    assert torch.equal(assign, mode)
+    mean, _, n = intra_cluster_diversity(assign, cosine_distance_fn(samples), num_clusters=len(per_image))
+    assert n == 4 and mean < 0.01
+    one_per_class = select_centers(train_labels, 1)
+    assign1 = assign_to_centers(1.0 - fs.double() @ fc[one_per_class].double().T)
+    mean1, _, n1 = intra_cluster_diversity(assign1, cosine_distance_fn(samples), num_clusters=2)
+    assert n1 <= 2 and mean1 > 0.2  # the inter-mode distance (1 - cos 90 deg = 1 for half of the pairs)
+    # many images per class: bounded to 10 per class, a seeded pick; fewer: all of them
+    labels = torch.cat([torch.zeros(4, dtype=torch.long), torch.ones(30, dtype=torch.long)])
+    picked = select_centers(labels, 10, seed=3)
+    assert (labels[picked] == 0).sum() == 4 and (labels[picked] == 1).sum() == 10
+    assert torch.equal(picked, select_centers(labels, 10, seed=3))
+    assert select_centers(labels, None).numel() == 34
+    with pytest.raises(ValueError, match="per_class"):
+        select_centers(labels, 0)
 
 
 def test_diversity_in_compute_metrics_orders_collapse_below_variety(clip):

@@ -35,6 +35,15 @@ class ARBackbone(Backbone):
         start = g.start_tokens(None, batch.shape[0], batch.device)
         return g._embed(torch.cat([start[:, None], seq[:, :-1]], dim=1), 0)
 
+    @torch.no_grad()
+    def condition_embeddings(self, labels: torch.Tensor) -> torch.Tensor:
+        g = self.generator
+        lab = labels.clone()
+        null = lab == self.null_label
+        start = g.start_tokens(lab.masked_fill(null, 0), lab.shape[0], lab.device)
+        start = torch.where(null, g.start_tokens(None, lab.shape[0], lab.device), start)
+        return g._embed(start[:, None], 0)[:, 0]
+
     def loss(self, batch: torch.Tensor, labels: Optional[torch.Tensor], inj: Injections, *,
              generator: Optional[torch.Generator] = None) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         self.check_injections(inj)

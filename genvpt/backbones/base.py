@@ -160,6 +160,11 @@ class Backbone:
         prefilled prompt starts from)."""
         raise NotImplementedError(f"the {self.name} backbone does not expose its input embeddings")
 
+    def condition_embeddings(self, labels: torch.Tensor) -> torch.Tensor:
+        """The input embedding [B, D] of the condition token of ``labels`` (the null label allowed), as the frozen
+        network first sees it: what a prompt in the condition's slot may start from."""
+        raise NotImplementedError(f"the {self.name} backbone has no condition token")
+
     def soft_images(self, logits: torch.Tensor, upto: Sequence[int], **kw: Any) -> list[torch.Tensor]:
         """Differentiable images decoded from logits (families with the ``soft_decode`` feature)."""
         raise NotImplementedError(f"the {self.name} backbone has no differentiable decoding")

@@ -36,6 +36,13 @@ class MaskGITBackbone(Backbone):
         tok = batch.reshape(batch.shape[0], -1)
         return g.first_layer(g.tok_emb(tok) + g.pos_emb[:, : tok.shape[1]])
 
+    @torch.no_grad()
+    def condition_embeddings(self, labels: torch.Tensor) -> torch.Tensor:
+        g = self.generator
+        N = g.cfg.seq_len
+        cls = g.class_tokens(labels, labels.shape[0], labels.device)
+        return g.first_layer(g.tok_emb(cls) + g.pos_emb[:, N])
+
     def loss(self, batch: torch.Tensor, labels: Optional[torch.Tensor], inj: Injections, *,
              generator: Optional[torch.Generator] = None) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """Masked-token cross-entropy (label smoothing 0.1, per-sample mean over the masked tokens, batch mean)."""

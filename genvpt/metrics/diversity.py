@@ -1,12 +1,18 @@
-"""Intra-cluster diversity (Ojha et al., CVPR 2021, "Few-shot image generation via cross-domain correspondence").
+"""Intra-cluster diversity (Ojha et al., CVPR 2021, "Few-shot image generation via cross-domain correspondence"),
+the diversity measure VPT-generative (Sohn et al., CVPR 2023) reports.
 
-Cluster centres are training images; each sample joins the cluster of its nearest centre; within each cluster at
-most ``max_per_cluster`` members (chosen with a seeded generator) give all pairwise (i < j) distances, averaged per
-cluster; the result is the mean (and std) over clusters with at least two members (empty clusters are ignored).
+Cluster centres are the training images: every one of them in the few-shot setting the paper was made for, or, when
+a class has more, ``centers_per_class`` of each class picked with a seeded generator (``metrics.
+diversity_centers_per_class``, 10 by default, so 10-shot data uses every image; null uses every image always).
+Not one cluster per class: a class with several modes would then score the distance between its modes, not the
+variety the generator produces around each training image. Each sample joins the cluster of its nearest centre
+(over all classes); within each cluster at most ``max_per_cluster`` members (chosen with a seeded generator) give all
+pairwise (i < j) distances, averaged per cluster; the result is the mean (and std) over clusters with at least two
+members (empty clusters and clusters of one are ignored; their number is reported as ``diversity_clusters``).
 
 The distance is LPIPS-VGG when its weights are available (torch-fidelity's ``SampleSimilarityLPIPS``), otherwise the
-cosine distance ``1 - cos`` between CLIP image embeddings; the outputs are named ``diversity_lpips`` or
-``diversity_clip`` accordingly.
+cosine distance ``1 - cos`` between CLIP image embeddings, both for the assignment and within clusters; the outputs
+are named ``diversity_lpips`` or ``diversity_clip`` accordingly, so a CLIP-distance value is never shown as LPIPS.
 """
 from __future__ import annotations
 
@@ -27,6 +33,7 @@ __all__ = [
     "cosine_distance_fn",
     "assign_to_centers",
     "select_centers",
+    "PAPER_CENTERS_PER_CLASS",
     "lpips_available",
     "LpipsDistance",
 ]
@@ -35,8 +42,14 @@ VGG16_FILE = "vgg16-397923af.pth"  # torchvision's VGG16_Weights.IMAGENET1K_V1 f
 LPIPS_FILE = "weights-vgg16-lpips.pth"  # torch-fidelity's LPIPS linear-layer weights file name
 
 
+PAPER_CENTERS_PER_CLASS = 10  # metrics.diversity_centers_per_class's default: all images of 10-shot data
+
+
 def select_centers(labels: torch.Tensor, per_class: Optional[int], seed: int = 0) -> torch.Tensor:
-    """Indices of training images used as cluster centres: ``per_class`` of each class (seeded), or all."""
+    """Sorted indices of the training images used as cluster centres: every image of a class with at most
+    ``per_class`` images, ``per_class`` of it (seeded pick) otherwise; every image when ``per_class`` is None."""
+    if per_class is not None and per_class < 1:
+        raise ValueError(f"per_class must be at least 1 (or None: every image), got {per_class}")
     if per_class is None:
         return torch.arange(len(labels))
     g = torch.Generator().manual_seed(seed)

@@ -124,6 +124,9 @@ class MetricsParams(StrictModel):
     class_accuracy: bool = True
     probe_c: float = Field(default=1.0, gt=0.0)
     probe_max_iter: int = Field(default=1000, ge=10)
+    # share of samples whose background is textured (genvpt/metrics/texture.py: a classifier of border statistics
+    # fitted on shapes renderings of both domains); auto: on when the target is shapes in the textured domain
+    texture_share: Literal["auto"] | bool = "auto"
     seed: int = 0
 
     @field_validator("text_template")
@@ -141,3 +144,15 @@ class ReportParams(StrictModel):
     grid_images_per_class: int = Field(default=6, ge=1)  # columns of each configuration's sample grid
     grid_max_classes: int = Field(default=12, ge=1)  # rows (one class per row)
     grid_scale: int = Field(default=2, ge=1, le=8)  # nearest-neighbour upscaling of the grid images
+    # headline comparisons "row_a:row_b" (each difference stated with both spreads and whether it is beyond them)
+    compare: list[str] = Field(default_factory=lambda: [
+        "vpt-ar:ar", "vpt-maskgit:maskgit", "vpt-ar-factorized:vpt-ar", "vpt-maskgit-factorized:vpt-maskgit",
+        "mvp:var", "lora:mvp"])
+
+    @field_validator("compare")
+    @classmethod
+    def _pairs(cls, v: list[str]) -> list[str]:
+        bad = [x for x in v if x.count(":") != 1 or not all(x.split(":"))]
+        if bad:
+            raise ValueError(f"compare entries must be 'row_a:row_b', got {bad}")
+        return v

@@ -37,6 +37,10 @@ class VPTParams(StrictModel):
     dense: bool = False  # additive: the optional Dense after the LayerNorm
     dropout: float = Field(default=0.1, ge=0.0, lt=1.0)  # on the prompts in training (released code: 0.1)
     init_std: float = Field(default=0.02, ge=0.0)
+    # normal: N(0, init_std) (the released code); condition: every prompt token of condition c starts as the frozen
+    # backbone's own embedding of c's class token (instances: their class's; the null prompt: the null class), plus
+    # N(0, init_std), so training starts near the frozen model's conditioning (factorization none / additive)
+    init: Literal["normal", "condition"] = "normal"
     replace_class_token: bool = True  # the prompt takes the class token's slot (released code)
 
 
@@ -80,6 +84,29 @@ class VPT(Method):
     @property
     def replaces_condition(self) -> bool:
         return self.params.replace_class_token
+
+    @torch.no_grad()
+    def setup(self, ctx) -> None:
+        p = self.params
+        if p.init != "condition":
+            return
+        if p.factorization == "product":
+            raise ValueError("vpt init 'condition' needs factorization none or additive")
+        bb = self.backbone
+        if p.condition == "instance":
+            labels = torch.tensor(self.info.instance_labels, dtype=torch.long)
+        else:
+            labels = torch.arange(self.info.num_classes)
+        null = bb.null_label if bb.null_label >= 0 else 0
+        labels = torch.cat([labels, torch.tensor([null])]).to(bb.device)
+        emb = bb.condition_embeddings(labels).to(self.prompts_device())  # [R+1, D]
+        if p.factorization == "none":
+            self.table.add_(emb[:, None, :])
+        else:
+            self.cond_emb.add_(emb)
+
+    def prompts_device(self) -> torch.device:
+        return next(self.parameters()).device
 
     def prompts(self, rows: torch.Tensor) -> torch.Tensor:
         """Prompt tokens [B, S, D] of condition rows [B] (row ``self.rows`` = the null prompt)."""
