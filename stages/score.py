@@ -1,7 +1,8 @@
 """DVC stage `score`: every sample set (data/samples/<row>/seed-<s>/) of every report row against the target's real
 images -> scores/metrics.parquet (one row per sample set), summary.parquet (one row per report row: mean, std over
 seeds, n_seeds), metrics/<row>/metrics.json (DVC metrics: means and stds), definitions.json and fd_vs_params.csv
-(DVC plot). The rows: the frozen generator families, then the adaptation configurations (report_rows)."""
+(DVC plot). The rows: the frozen generator families, then the adaptation configurations (report_rows). With
+metrics.texture_share on (auto: a shapes target in the textured domain), each set also gets texture_share."""
 from __future__ import annotations
 
 import argparse
@@ -23,7 +24,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     params = load_params(args.params)
     clip = load_scoring_clip(params, args.clip)
     return score_sample_sets(report_rows(params), params.metrics, args.samples, args.target, args.out,
-                             clip_model=clip, default_text_template=params.caption.sentence_template)
+                             clip_model=clip, default_text_template=params.caption.sentence_template,
+                             dataset_params=params.dataset)
 
 
 if __name__ == "__main__":

@@ -134,3 +134,14 @@ register_metric_info(
     _I("sampling_seed", "sampling seed", None, "The sampling seed of a set (adapted rows: one fixed seed).", "d",
        "cost"),
 )
+register_metric_info(
+    # the target domain's defining feature where the dataset can tell it (genvpt.metrics.texture, metrics.texture_share)
+    _I("texture_share", "textured share", True, "Share of the samples whose background is judged textured (the shapes "
+       "target's defining feature: striped / dotted / checkered / gradient backgrounds) by a logistic regression on "
+       "21 border statistics, fitted at scoring time on shapes renderings of the target's params in the flat and "
+       "textured domains (clean plus blurred / down-up-sampled / noisy copies). The real target's own share is "
+       "texture_share_real; the judge's held-out accuracy (clean and blurred, per domain) is in "
+       "scores/definitions.json under texture_share.", ".3f", "domain"),
+    _I("texture_share_real", "textured share (real)", None, "texture_share of the real target images the samples are "
+       "compared with (the reference: 1 for a fully textured target when the judge is right).", ".3f", "domain"),
+)

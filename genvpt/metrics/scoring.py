@@ -21,7 +21,8 @@ so that ``dvc metrics diff`` and ``dvc plots diff`` compare with committed versi
                                           seeds, images_per_set, n_reals, real_split, and for every metric <key> (mean
                                           over the row's seeds) and <key>_std (sample std, ddof=1; NaN for one seed)
     <out>/metrics/<row>/metrics.json      the summary's numbers (<key>, <key>_std, n_seeds, ...) for DVC
-    <out>/definitions.json                what each key means, the feature space, the spread, the sample counts
+    <out>/definitions.json                what each key means, the feature space, the spread, the sample counts,
+                                          and (texture_share on) the texture judge's fit and held-out accuracy
     <out>/fd_vs_params.csv                row, counts, trainable_params, <fid|fd_clip>_std, <fid|fd_clip> (DVC plot;
                                           its last column is the mean FD)
 """
@@ -323,12 +324,15 @@ def score_sample_sets(
     clip_model: Any,
     default_text_template: str = "a photo of {class_name}",
     allow_missing: bool = False,
+    dataset_params: Any = None,
 ) -> list[dict]:
     """Score every sample set ``<samples_root>/<row>/seed-<s>/`` of ``rows`` (the report's row order, e.g.
     :func:`report_rows`) against the real images of split ``metrics.real_split`` of the prepared target; write the
     outputs described in the module docstring; return the per-set rows (as in metrics.parquet).
     ``default_text_template`` is used when ``metrics.text_template`` is null (the stage passes the caption section's
-    sentence template)."""
+    sentence template). ``dataset_params`` (the target's ``dataset`` section) resolves ``metrics.texture_share``:
+    with it on (:func:`genvpt.metrics.texture.texture_share_enabled`), every set also gets ``texture_share`` and the
+    real images' ``texture_share_real``, and definitions.json the judge's fit and held-out accuracy."""
     import pandas as pd
 
     from ..datasets.shards import load_split
@@ -344,6 +348,7 @@ def score_sample_sets(
     train = reals if mp.real_split == "train" else load_split(target_dir, "train")
     device = resolve_device(mp.device, "metrics.device")
     n_sets = {r: sum(1 for x in refs if x.row == r) for r in rows}
+    judge, texture_def = _texture_judge(mp, dataset_params, reals)
     cache: dict = {}
     set_rows: list[dict] = []
     for ref in refs:
@@ -355,8 +360,9 @@ def score_sample_sets(
                 f"{reals.class_names} ({target_dir}/classes.json)"
             )
         t0 = time.perf_counter()
+        images = sset.load_images()
         m = compute_metrics(
-            sset.load_images(), reals.images,
+            images, reals.images,
             fid=mp.fid, isc=mp.isc, kid=mp.kid, prc=mp.prc, clip_score=mp.clip_score, diversity=mp.diversity,
             class_accuracy=mp.class_accuracy,
             labels=sset.labels, texts=sset.texts, class_names=reals.class_names, real_labels=reals.labels,
@@ -370,6 +376,9 @@ def score_sample_sets(
             diversity_max_per_cluster=mp.diversity_max_per_cluster, lpips_resize=mp.lpips_resize,
             probe_c=mp.probe_c, probe_max_iter=mp.probe_max_iter, seed=mp.seed, feature_cache=cache,
         )
+        if judge is not None:
+            m["texture_share"] = judge.share(images)
+            m["texture_share_real"] = texture_def["real_share"]
         m.update(cost_metrics(sset.record))
         log.info("%s seed %d scored in %.1f s: %s", ref.row, ref.seed, time.perf_counter() - t0,
                  ", ".join(f"{metric_info(k).label}={v:.4g}" for k, v in m.items() if isinstance(v, float)))
@@ -413,6 +422,15 @@ def score_sample_sets(
         "metrics": {k: {"label": metric_info(k).label, "higher_is_better": metric_info(k).higher_is_better,
                         "definition": metric_info(k).definition} for k in metric_keys},
     }
+    if texture_def is not None:
+        definitions["texture_share"] = texture_def
+        held = texture_def["heldout"]
+        for k in ("texture_share", "texture_share_real"):
+            if k in definitions["metrics"]:
+                definitions["metrics"][k]["definition"] += (
+                    f" Judge accuracy on held-out renderings ({held['n_flat']} flat + {held['n_textured']} textured): "
+                    f"{held['accuracy_clean']:.4f} clean, {held['accuracy_blurred_mean']:.4f} mean over blurred "
+                    f"conditions (min {held['accuracy_blurred_min']:.4f}).")
     fk = fd_key(summary[0]) if summary else None
     with atomic_dir(out_dir) as tmp:
         for s in summary:
@@ -429,6 +447,25 @@ def score_sample_sets(
                 w.writerow([s["row"], s["kind"], s["n_seeds"], s["images_per_set"], s["n_reals"], s["real_split"],
                             _csv_num(s.get("trainable_params")), _csv_num(s.get(f"{y}_std")), _csv_num(s.get(y))])
     return set_rows
+
+
+def _texture_judge(mp: MetricsParams, dataset_params: Any, reals: Any) -> tuple[Any, Optional[dict]]:
+    """The texture judge and its definitions.json entry when ``metrics.texture_share`` is on for this target, else
+    (None, None)."""
+    from .texture import fit_shapes_judge, texture_share_enabled
+
+    setting = getattr(mp, "texture_share", "auto")
+    if not texture_share_enabled(setting, dataset_params):
+        return None, None
+    t0 = time.perf_counter()
+    judge = fit_shapes_judge(dataset_params, seed=mp.seed)
+    real_share = judge.share(reals.images)
+    held = judge.record["heldout"]
+    log.info("texture judge fitted in %.1f s: held-out accuracy %.4f clean, %.4f blurred (mean); real %s split "
+             "judged textured: %.4f", time.perf_counter() - t0, held["accuracy_clean"], held["accuracy_blurred_mean"],
+             mp.real_split, real_share)
+    return judge, {"setting": setting, **judge.record, "real_split": mp.real_split, "n_reals": len(reals),
+                   "real_share": real_share}
 
 
 def dvc_metrics(summary_row: dict, keys: Sequence[str]) -> dict:
