@@ -19,13 +19,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--clip", default=None, help="CLIP model file (default: the one params name)")
     ap.add_argument("--out", required=True, help="output folder (replaced atomically)")
     ap.add_argument("--params", default=None, help="params file (default: params.yaml)")
+    ap.add_argument("--allow-missing", action="store_true",
+                    help="score the rows that have sample sets and list the others as missing (a partial run; "
+                         "the DVC stage never passes it)")
     args = ap.parse_args(argv)
     setup_logging()
     params = load_params(args.params)
     clip = load_scoring_clip(params, args.clip)
     return score_sample_sets(report_rows(params), params.metrics, args.samples, args.target, args.out,
                              clip_model=clip, default_text_template=params.caption.sentence_template,
-                             dataset_params=params.dataset)
+                             dataset_params=params.dataset, allow_missing=args.allow_missing)
 
 
 if __name__ == "__main__":

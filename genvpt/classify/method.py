@@ -1,0 +1,148 @@
+"""The classification-method protocol (PGN and its baselines on a frozen CLIP) and its registry.
+
+A method adapts a frozen CLIP (:class:`genvpt.clip.ClipModel`) to classify a target dataset. The default forward
+pass is the official PGN one::
+
+    x' = transform_input(x)                       # VP: a learned pixel padding added to the normalised image
+    p  = prompt_tokens(x)                         # PGN / IIP: [B, K, D] tokens appended after [cls, patches]
+    f  = prompted_features(clip.visual, x', p)    # frozen ViT (genvpt/classify/vit.py), class token -> ln_post -> proj
+    logits = logit_scale * cos(f, class_emb)      # class_emb: frozen text tower on the class prompts
+
+``logit_scale`` is the frozen CLIP's (``exp(model.logit_scale)``) and ``class_emb`` the normalised text features of
+"This is a photo of a {class_name}" (params ``classify.template``), computed once (the text tower is frozen).
+The linear probe replaces the head; fine-tuning and LoRA change the vision tower's weights.
+
+A method is one module in genvpt/classify/methods/ with a ``Params`` (:class:`genvpt.schema.StrictModel`, its
+defaults the only defaults) and a :class:`ClassifyMethod` subclass, plus one ``register_method`` line in
+genvpt/classify/methods/__init__.py.
+"""
+from __future__ import annotations
+
+from typing import Any, ClassVar, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..schema import StrictModel
+from .vit import check_vit, prompted_features
+
+__all__ = ["ClassifyMethod", "NoParams", "METHODS", "register_method", "method_class"]
+
+
+class NoParams(StrictModel):
+    """A method without options."""
+
+
+class ClassifyMethod(nn.Module):
+    """Base class. ``clip`` is frozen before the method is built; subclasses add what trains in ``__init__``."""
+
+    name: ClassVar[str] = ""
+    Params: ClassVar[type[StrictModel]] = NoParams
+    trains_backbone: ClassVar[bool] = False  # the vision tower's own weights train (its hash is not checked)
+    needs_vit: ClassVar[bool] = False  # token prompts: an open_clip VisionTransformer tower is required
+    trains: ClassVar[bool] = True  # False: nothing trains (zero-shot)
+
+    def __init__(self, params: StrictModel, clip: Any, class_emb: torch.Tensor, *, seed: int = 0):
+        super().__init__()
+        self.params = params
+        self._clip = [clip]  # not a submodule: the method's state is its own parameters
+        self.seed = int(seed)
+        self.register_buffer("class_emb", F.normalize(class_emb.detach().float().clone(), dim=-1))
+        if self.needs_vit:
+            check_vit(self.visual)
+
+    # -- the frozen model -------------------------------------------------------------------------------------
+    @property
+    def clip(self) -> Any:
+        return self._clip[0]
+
+    @property
+    def visual(self) -> nn.Module:
+        return self.clip.model.visual
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.class_emb.shape[0])
+
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        return self.clip.model.logit_scale.detach().exp().float()
+
+    def seeded(self, salt: int) -> torch.Generator:
+        """A CPU generator for this method's initialisation, a function of (seed, salt)."""
+        return torch.Generator().manual_seed(self.seed * 1_000_003 + int(salt))
+
+    # -- the forward pass -------------------------------------------------------------------------------------
+    def transform_input(self, x: torch.Tensor) -> torch.Tensor:
+        """The normalised model input as the tower sees it (VP adds its padding here)."""
+        return x
+
+    def prompt_tokens(self, x: torch.Tensor) -> Optional[torch.Tensor]:
+        """``[B, K, D]`` tokens appended after ``[cls, patches]`` (PGN, IIP), or None."""
+        return None
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Image features ``[B, E]`` (not normalised) of normalised inputs ``x`` ``[B, 3, H, W]``."""
+        return prompted_features(self.visual, self.transform_input(x), self.prompt_tokens(x))
+
+    def head(self, features: torch.Tensor) -> torch.Tensor:
+        """Logits ``[B, C]``: cosine against the class prompts, times the frozen logit scale."""
+        return self.logit_scale * F.normalize(features.float(), dim=-1) @ self.class_emb.T
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+    # -- what trains ------------------------------------------------------------------------------------------
+    def trainable_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        own = [(n, p) for n, p in self.named_parameters() if p.requires_grad]
+        tower = [(f"visual.{n}", p) for n, p in self.visual.named_parameters() if p.requires_grad]
+        return own + tower
+
+    def describe(self) -> dict[str, Any]:
+        """Method-specific facts for the record (e.g. PGN's parameter breakdown)."""
+        return {}
+
+    # -- saving -----------------------------------------------------------------------------------------------
+    def adapter_state_dict(self) -> dict[str, torch.Tensor]:
+        """The method's own state (parameters and buffers, the class embeddings included) and the vision-tower
+        weights that train (``visual.*``: LoRA's matrices, or every weight when fine-tuning)."""
+        out = {k: v.detach().cpu().clone() for k, v in self.state_dict().items()}
+        for n, p in self.visual.named_parameters():
+            if p.requires_grad:
+                out[f"visual.{n}"] = p.detach().cpu().clone()
+        return out
+
+    def load_adapter_state_dict(self, sd: dict[str, torch.Tensor], source: str = "<adapter>") -> None:
+        from ..checkpoint import CheckpointMismatch, compare_state_dict
+
+        missing, unexpected, mis_shaped = compare_state_dict(self.adapter_state_dict(), sd)
+        if missing or unexpected or mis_shaped:
+            raise CheckpointMismatch(source, missing, unexpected, mis_shaped)
+        own = self.state_dict()
+        tower = dict(self.visual.named_parameters())
+        with torch.no_grad():
+            for k, v in sd.items():
+                t = tower[k[len("visual."):]] if k.startswith("visual.") else own[k]
+                t.copy_(v.to(t.device, t.dtype))
+
+
+METHODS: dict[str, type[ClassifyMethod]] = {}
+
+
+def register_method(name: str, cls: type[ClassifyMethod], *, replace: bool = False) -> type[ClassifyMethod]:
+    """Register a classification method (``cls.name`` must equal ``name``)."""
+    if name in METHODS and not replace and METHODS[name] is not cls:
+        raise ValueError(f"classification method {name!r} is already registered ({METHODS[name].__name__})")
+    if cls.name != name:
+        raise ValueError(f"{cls.__name__}.name is {cls.name!r}, registered as {name!r}")
+    METHODS[name] = cls
+    return cls
+
+
+def method_class(name: str) -> type[ClassifyMethod]:
+    if name not in METHODS:
+        from . import methods  # noqa: F401  (the built-in registry lines)
+    if name not in METHODS:
+        raise ValueError(f"unknown classification method {name!r}; registered: {', '.join(sorted(METHODS))}")
+    return METHODS[name]
