@@ -335,3 +335,15 @@ def test_report_marks_the_best_beyond_the_spread(tmp_path):
            "spread" in md
     assert "**Sampling noise** (measured once: std over the sampling seeds of one frozen model): FD-CLIP ↓: " \
            "0.02 (var, n=3); CLIP score ↑: 2.00 (var, n=3)" in md
+
+
+def test_memory_lines_read_the_committed_benchmark_file():
+    """The report states the MVP-vs-prefilled memory benchmark for every size the committed file holds."""
+    from pathlib import Path
+
+    from genvpt.report.build import memory_lines
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "mvp_memory.json"
+    lines = memory_lines([], path)
+    assert len(lines) >= 1 and all("MVP" in x and "ratio" in x for x in lines)
+    assert any("VAR-d16" in x for x in lines)

@@ -321,13 +321,17 @@ def memory_lines(rows: list[dict], benchmark: Optional[str | os.PathLike] = None
     if benchmark is not None and Path(benchmark).is_file():
         try:
             d = read_json(benchmark)
-            runs = d.get("runs", {})
-            out.append(f"VAR-d{d['depth']} with random weights, batch {d['batch_size']} on {d['device']} "
-                       f"({Path(benchmark).as_posix()}): MVP {runs['mvp']['peak_mb']:.0f} MiB vs prefilled "
-                       f"{runs['prefilled']['peak_mb']:.0f} MiB, ratio {d['ratio_peak']:.2f}"
-                       + (f" ({d['ratio_above_start']:.2f} counting only what the training steps add)"
-                          if isinstance(d.get("ratio_above_start"), (int, float)) else "")
-                       + f"; the paper: {d.get('paper_ratio', 0.625):.3f} (14.5 vs 23.2 GB at d16 on a GPU)")
+            sizes = d["sizes"] if isinstance(d.get("sizes"), dict) else {"": d}
+            for name, e in sizes.items():
+                runs = e["runs"]
+                depth = e.get("depth", d.get("depth"))
+                out.append(f"VAR-d{depth} ({name or 'benchmark'}) with random weights, batch {e['batch_size']} on "
+                           f"{d.get('device', e.get('device'))}, attention kernel {e.get('attention_kernel', '?')} for "
+                           f"both ({Path(benchmark).as_posix()}): MVP {runs['mvp']['peak_mb']:.0f} MiB vs prefilled "
+                           f"{runs['prefilled']['peak_mb']:.0f} MiB, ratio {e['ratio_peak']:.2f}"
+                           + (f" ({e['ratio_above_start']:.2f} counting only what the training steps add)"
+                              if isinstance(e.get("ratio_above_start"), (int, float)) else "")
+                           + f"; the paper: {d.get('paper_ratio', 0.625):.3f} (14.5 vs 23.2 GB at d16 on a GPU)")
         except (KeyError, TypeError, ValueError) as err:
             log.warning("memory benchmark %s not understood: %s", benchmark, err)
     return out
