@@ -144,3 +144,23 @@ def resolve_device(name: "str | torch.device | None" = "auto", key: str = "devic
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"{key} is {name!r} but torch sees no CUDA device; use 'auto' or 'cpu'")
     return dev
+
+
+class FrozenBackboneChanged(RuntimeError):
+    """A part that must stay frozen changed during training (its state-dict hash differs), or a frozen parameter
+    received a gradient."""
+
+
+class AdapterState(torch.nn.Module):
+    """What a training checkpoint of an adaptation stores: the method's trainable state only (never the frozen
+    backbone). ``method`` has ``adapter_state_dict()`` and ``load_adapter_state_dict(sd, source=...)``."""
+
+    def __init__(self, method: Any):
+        super().__init__()
+        self._method = [method]
+
+    def state_dict(self, *args, **kwargs):  # type: ignore[override]
+        return self._method[0].adapter_state_dict()
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):  # type: ignore[override]
+        self._method[0].load_adapter_state_dict(state_dict, source="training checkpoint")

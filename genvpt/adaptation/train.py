@@ -34,7 +34,7 @@ from tqdm import tqdm
 from ..backbones.base import Backbone
 from ..checkpoint import load_file
 from ..io import atomic_path, sha256_file, write_json
-from ..training import TrainCheckpoint, cosine_lambda, seed_everything, write_curve
+from ..training import AdapterState, FrozenBackboneChanged, TrainCheckpoint, cosine_lambda, seed_everything, write_curve
 from .data import TrainData
 from .memory import PeakMemory
 from .method import Method, MethodInfo, method_class
@@ -47,10 +47,6 @@ __all__ = ["ADAPTED_FAMILY", "FrozenBackboneChanged", "TrainContext", "build_met
            "save_adapted", "file_source"]
 
 ADAPTED_FAMILY = "adapted"
-
-
-class FrozenBackboneChanged(RuntimeError):
-    """A part that must stay frozen changed during training (its state-dict hash differs)."""
 
 
 def _step_generator(seed: int, step: int, salt: int, device: torch.device) -> torch.Generator:
@@ -119,20 +115,6 @@ def _grad_check(method: Method, trainable: set[int], backbone: Backbone, clip: O
         for n, p in mod.named_parameters():
             if p.grad is not None and id(p) not in trainable:
                 raise FrozenBackboneChanged(f"frozen parameter {mod_name}.{n} received a gradient")
-
-
-class _State(nn.Module):
-    """What a training checkpoint stores: the trainable state only (not the frozen backbone)."""
-
-    def __init__(self, method: Method):
-        super().__init__()
-        self._method = [method]
-
-    def state_dict(self, *args, **kwargs):  # type: ignore[override]
-        return self._method[0].adapter_state_dict()
-
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):  # type: ignore[override]
-        self._method[0].load_adapter_state_dict(state_dict, source="training checkpoint")
 
 
 @torch.no_grad()
@@ -255,7 +237,7 @@ def train_adaptation(
     if ckpt.path.exists() and load_file(ckpt.path).get("extra", {}).get("fingerprint") != fingerprint:
         log.warning("%s was written for another configuration or backbone; starting from scratch", ckpt.path)
         ckpt.remove()
-    state = _State(method)
+    state = AdapterState(method)
     start = ckpt.resume(state, opt, sched)
     history: list[dict[str, Any]] = list(ckpt.extra.get("history", []))
     elapsed = float(ckpt.extra.get("elapsed_s", 0.0))

@@ -1,7 +1,7 @@
 """The AR backbone: taming-transformers' GPT over VQGAN tokens (genvpt/generators/ar.py)."""
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import torch
 
@@ -18,15 +18,6 @@ class ARBackbone(Backbone):
     @property
     def width(self) -> int:
         return int(self.generator.cfg.n_embd)
-
-    def check_tokens(self, scales: Sequence[torch.Tensor]) -> None:
-        n = self.generator.cfg.seq_len
-        if len(scales) != 1 or scales[0].shape[1] != n:
-            raise ValueError(f"the AR reads one {self.generator.cfg.grid}x{self.generator.cfg.grid} token grid per "
-                             f"image; got scales of {[int(s.shape[1]) for s in scales]} tokens (another tokenizer?)")
-
-    def batch(self, scales: Sequence[torch.Tensor], idx: torch.Tensor) -> torch.Tensor:
-        return scales[0][idx]
 
     @torch.no_grad()
     def input_embeddings(self, batch: torch.Tensor) -> torch.Tensor:

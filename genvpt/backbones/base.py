@@ -144,11 +144,16 @@ class Backbone:
 
     # -- training -------------------------------------------------------------------------------------------------
     def batch(self, scales: Sequence[torch.Tensor], idx: torch.Tensor) -> Any:
-        """The training tokens of samples ``idx`` from token data's per-scale tensors."""
-        raise NotImplementedError
+        """The training tokens of samples ``idx`` from token data's per-scale tensors (default: the one grid)."""
+        return scales[0][idx]
 
     def check_tokens(self, scales: Sequence[torch.Tensor]) -> None:
-        """Raise ValueError when token data does not fit this backbone (another tokenizer's tokens)."""
+        """Raise ValueError when token data does not fit this backbone (another tokenizer's tokens). The default
+        (AR, MaskGIT): one token grid of the generator's size per image."""
+        cfg = self.generator.cfg
+        if len(scales) != 1 or scales[0].shape[1] != cfg.seq_len:
+            raise ValueError(f"the {self.name} backbone reads one {cfg.grid}x{cfg.grid} token grid per image; got "
+                             f"scales of {[int(s.shape[1]) for s in scales]} tokens (another tokenizer?)")
 
     def loss(self, batch: Any, labels: Optional[torch.Tensor], inj: Injections, *,
              generator: Optional[torch.Generator] = None) -> tuple[torch.Tensor, Optional[torch.Tensor]]:

@@ -1,7 +1,7 @@
 """The NAR backbone: MaskGIT over VQGAN tokens (genvpt/generators/maskgit.py)."""
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import torch
 
@@ -20,15 +20,6 @@ class MaskGITBackbone(Backbone):
     @property
     def width(self) -> int:
         return int(self.generator.cfg.hidden_dim)
-
-    def check_tokens(self, scales: Sequence[torch.Tensor]) -> None:
-        n = self.generator.cfg.seq_len
-        if len(scales) != 1 or scales[0].shape[1] != n:
-            raise ValueError(f"MaskGIT reads one {self.generator.cfg.grid}x{self.generator.cfg.grid} token grid per "
-                             f"image; got scales of {[int(s.shape[1]) for s in scales]} tokens (another tokenizer?)")
-
-    def batch(self, scales: Sequence[torch.Tensor], idx: torch.Tensor) -> torch.Tensor:
-        return scales[0][idx]
 
     @torch.no_grad()
     def input_embeddings(self, batch: torch.Tensor) -> torch.Tensor:

@@ -37,7 +37,7 @@ from ..adaptation.memory import PeakMemory
 from ..adaptation.semantic import base_state_dict, state_hash
 from ..checkpoint import load_file
 from ..io import atomic_path, write_json
-from ..training import TrainCheckpoint, cosine_lambda, seed_everything, write_curve
+from ..training import AdapterState, FrozenBackboneChanged, TrainCheckpoint, cosine_lambda, seed_everything, write_curve
 from .augment import augment_batch, build_transform, eval_inputs, normalize, step_seed
 from .data import ClassifyData, class_texts
 from .method import ClassifyMethod, method_class
@@ -49,11 +49,6 @@ __all__ = ["CLASSIFY_FAMILY", "FrozenBackboneChanged", "text_class_embeddings", 
            "evaluate", "train_classifier", "save_classifier", "load_classifier"]
 
 CLASSIFY_FAMILY = "classify"
-
-
-class FrozenBackboneChanged(RuntimeError):
-    """A part of the CLIP that must stay frozen changed during training (its state-dict hash differs), or a frozen
-    parameter received a gradient."""
 
 
 @torch.no_grad()
@@ -111,20 +106,6 @@ def evaluate(method: ClassifyMethod, data: ClassifyData, *, batch_size: int = 25
         correct += int((logits.argmax(-1) == y).sum())
     method.train(was)
     return {"top1": round(correct / max(1, n), 6), "loss": round(loss / max(1, n), 6), "n": n}
-
-
-class _State(nn.Module):
-    """What a training checkpoint stores: the trainable state only (never the frozen CLIP)."""
-
-    def __init__(self, method: ClassifyMethod):
-        super().__init__()
-        self._method = [method]
-
-    def state_dict(self, *args, **kwargs):  # type: ignore[override]
-        return self._method[0].adapter_state_dict()
-
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):  # type: ignore[override]
-        self._method[0].load_adapter_state_dict(state_dict, source="training checkpoint")
 
 
 def save_classifier(path: str | os.PathLike, method: ClassifyMethod, config: dict[str, Any], **meta: Any) -> Path:
@@ -216,7 +197,7 @@ def train_classifier(
         if ckpt.path.exists() and load_file(ckpt.path).get("extra", {}).get("fingerprint") != fingerprint:
             log.warning("%s was written for another configuration or CLIP; starting from scratch", ckpt.path)
             ckpt.remove()
-        state = _State(method)
+        state = AdapterState(method)
         start = ckpt.resume(state, opt, sched)
         history = list(ckpt.extra.get("history", []))
         elapsed = float(ckpt.extra.get("elapsed_s", 0.0))
