@@ -32,6 +32,8 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 
+from genvpt.faults import fault_point
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -101,6 +103,7 @@ def pipeline(stages: Optional[list[str]] = None, root: str = str(ROOT)) -> list[
     results = []
     for i, name in enumerate(order):
         results.append(runner(name, root))
+        fault_point(f"flow:after:{name}")  # crash-recovery tests stop the flow between stages here
         update_progress_artifact(progress, progress=100.0 * (i + 1) / len(order))
     _publish_report(root, logger)
     ran = [r["stage"] for r in results if r["ran"]]

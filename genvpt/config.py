@@ -15,7 +15,7 @@ from typing import Any, Mapping, Optional
 import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
-from .schema import StrictModel
+from .schema import KeyedErrors, StrictModel
 from .datasets.params import (
     SHAPE_CLASSES,
     DatasetParams,
@@ -115,12 +115,25 @@ def _allowed_here(model: type[BaseModel], loc: tuple) -> Optional[list[str]]:
     return sorted(fields) if fields else None
 
 
+_TYPE_TAGS = {"bool", "int", "float", "str", "bytes", "list", "dict", "tuple", "set", "none"}
+
+
+def _key_path(loc: tuple) -> tuple:
+    """``loc`` without pydantic's union-branch tags (``literal['auto']``, ``bool``, ``function-after[...]``), so a
+    value that fits no branch of ``Literal['auto'] | bool`` is reported under its own key."""
+    return tuple(p for i, p in enumerate(loc) if i == 0 or not (isinstance(p, str) and ("[" in p or p in _TYPE_TAGS)))
+
+
 def _format_errors(err: ValidationError, source: str, model: type[BaseModel]) -> str:
-    lines = []
+    lines: list[str] = []
+    union: dict[str, int] = {}  # key -> index in lines of its (merged) type error
     for e in err.errors():
-        loc = tuple(e["loc"])
+        loc = _key_path(tuple(e["loc"]))
         key = ".".join(str(p) for p in loc) or "<root>"
-        if e["type"] == "extra_forbidden":
+        keyed = (e.get("ctx") or {}).get("error")
+        if isinstance(keyed, KeyedErrors):  # a section's own validator, naming keys below the section
+            lines += [f"  {key + '.' if loc else ''}{k}: {m}" for k, m in keyed.items]
+        elif e["type"] == "extra_forbidden":
             allowed = _allowed_here(model, loc)
             hint = f"; allowed keys here: {', '.join(allowed)}" if allowed else ""
             lines.append(f"  {key}: unknown key{hint}")
@@ -128,6 +141,12 @@ def _format_errors(err: ValidationError, source: str, model: type[BaseModel]) ->
             msg = e["msg"]
             if msg.startswith("Value error, "):
                 msg = msg[len("Value error, "):]
+            if key in union:  # another branch of the same union: one line, every allowed form
+                i = union[key]
+                head, got = lines[i].rsplit(" (got ", 1)
+                lines[i] = f"{head}; or {msg[0].lower() + msg[1:]} (got {got}"
+                continue
+            union[key] = len(lines)
             lines.append(f"  {key}: {msg} (got {e.get('input')!r})")
     return f"invalid params in {source}:\n" + "\n".join(lines)
 

@@ -2,6 +2,10 @@
 
 Writers create a temporary sibling (same filesystem), fsync it, then ``os.replace`` it
 onto the final name, so a crash never leaves a half-written output that looks complete.
+
+A temporary sibling's name carries the writing process's id (``.<name>.tmp-<pid>-XXXX``). A process killed with
+SIGKILL cannot remove its own, so the next writer of the same output removes every sibling whose process is gone
+(``sweep_stale``): a crash leaves nothing behind after the rerun.
 """
 from __future__ import annotations
 
@@ -10,9 +14,15 @@ import hashlib
 import json
 import os
 import shutil
+import logging
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
+
+from .faults import fault_point
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "atomic_path",
@@ -23,7 +33,53 @@ __all__ = [
     "read_json",
     "sha256_bytes",
     "sha256_file",
+    "sweep_stale",
 ]
+
+_STALE = re.compile(r"\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<pid>\d+)-")
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def sweep_stale(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporary siblings of ``path`` left by writers that no longer run (killed mid-write); return them.
+
+    A writer of :func:`atomic_dir` killed between moving the previous output aside and renaming the new one into
+    place leaves only the previous one (``.<name>.old-<pid>-``): it is put back, so a good output is never lost."""
+    path = Path(path)
+    removed: list[Path] = []
+    if not path.parent.is_dir():
+        return removed
+    prefix = f".{path.name}."
+    for p in path.parent.iterdir():
+        if not p.name.startswith(prefix):
+            continue
+        m = _STALE.match(p.name)
+        if m is None or m["name"] != path.name or _pid_alive(int(m["pid"])):
+            continue
+        if m["kind"] == "old" and not (path.exists() or path.is_symlink()):
+            os.replace(p, path)
+            log.warning("restored %s from %s (a write of it was interrupted)", path, p.name)
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        removed.append(p)
+    if removed:
+        log.info("removed %d temporary file(s) left by an interrupted write of %s: %s", len(removed), path,
+                 ", ".join(p.name for p in removed))
+    return removed
 
 
 def _fsync_dir(path: Path) -> None:
@@ -50,11 +106,14 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or path.suffix + ".tmp", dir=path.parent)
+    sweep_stale(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-{os.getpid()}-", suffix=suffix or path.suffix,
+                               dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        fault_point(f"write:{path.name}")
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
         os.chmod(tmp_path, 0o644)
@@ -74,17 +133,24 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    sweep_stale(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-{os.getpid()}-", dir=path.parent))
     os.chmod(tmp, 0o755)
     try:
         yield tmp
+        fault_point(f"write_dir:{path.name}")
         old = None
         if path.exists() or path.is_symlink():
-            old = path.parent / f".{path.name}.old-{os.getpid()}"
+            old = path.parent / f".{path.name}.old-{os.getpid()}-"
             if old.exists():
                 shutil.rmtree(old)
             os.replace(path, old)
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            if old is not None and not (path.exists() or path.is_symlink()):
+                os.replace(old, path)  # the previous good output goes back where it was
+            raise
         _fsync_dir(path.parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)

@@ -15,12 +15,48 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import torch
 
-from .checkpoint import CheckpointError, load_file
+from .checkpoint import CheckpointError, NonFiniteWeights, load_file, refuse_nonfinite
+from .faults import fault_point
 from .io import atomic_path
 
 log = logging.getLogger(__name__)
 
-__all__ = ["seed_everything", "TrainCheckpoint", "cosine_lambda", "write_curve", "count_parameters", "peak_memory_mb"]
+__all__ = ["seed_everything", "TrainCheckpoint", "cosine_lambda", "write_curve", "count_parameters", "peak_memory_mb",
+           "NonFiniteLoss", "NonFiniteWeights", "check_finite"]
+
+
+class NonFiniteLoss(RuntimeError):
+    """A training loss became NaN or inf: training stops at that step, before the update. The last training state
+    written before it is left as it was and no model file is written."""
+
+    def __init__(self, message: str, *, step: int, where: str, value: float):
+        super().__init__(message)
+        self.step, self.where, self.value = step, where, value
+
+
+def check_finite(loss: Any, step: int, where: str, state: "TrainCheckpoint | str | os.PathLike | None" = None) -> None:
+    """Raise :class:`NonFiniteLoss` when ``loss`` (a tensor or number) holds NaN or inf.
+
+    Call it on the loss of step ``step`` (1-based, as in curve.csv) before ``backward()``, so no update is made from
+    it; ``where`` names the stage and output (``"adaptation mvp seed 0 (data/adapted/mvp/seed0)"``); ``state`` (the
+    training checkpoint) is named in the message as the last good state, which stays as it was.
+    """
+    t = loss.detach() if torch.is_tensor(loss) else torch.as_tensor(float(loss))
+    if bool(torch.isfinite(t).all()):
+        return
+    flat = t.float().reshape(-1)
+    value = float(flat[~torch.isfinite(flat)][0])
+    path = state.path if isinstance(state, TrainCheckpoint) else (Path(state) if state is not None else None)
+    if path is not None and path.exists():
+        kept = f"the last good training state {path} is kept as it was"
+    elif path is not None:
+        kept = f"no training state was written yet ({path})"
+    else:
+        kept = "no training state is kept"
+    raise NonFiniteLoss(
+        f"{where}: the training loss is {value} at step {step}; training stopped before updating the weights and no "
+        f"model was saved ({kept}). Lower the learning rate or check the data and the model's inputs.",
+        step=int(step), where=where, value=value)
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -52,9 +88,14 @@ class TrainCheckpoint:
         self.extra: dict[str, Any] = {}
 
     def save(self, step: int, model: torch.nn.Module, optimizer=None, scheduler=None, **extra: Any) -> None:
+        """Write the state atomically; a model whose weights hold NaN or inf raises :class:`NonFiniteWeights` and
+        the previous state file stays as it was."""
+        model_state = model.state_dict()
+        refuse_nonfinite(model_state, f"training state {self.path} at step {step}",
+                         allow_inf={n for n, _ in model.named_buffers()})
         state = {
             "step": int(step),
-            "model": model.state_dict(),
+            "model": model_state,
             "optimizer": optimizer.state_dict() if optimizer is not None else {},
             "scheduler": scheduler.state_dict() if scheduler is not None else {},
             "torch_rng": torch.get_rng_state(),
@@ -63,6 +104,7 @@ class TrainCheckpoint:
         with atomic_path(self.path) as tmp:
             torch.save(state, tmp)
         log.debug("saved training checkpoint at step %d to %s", step, self.path)
+        fault_point(f"checkpoint:{self.path.name}")
 
     def maybe_save(self, step: int, model, optimizer=None, scheduler=None, **extra: Any) -> bool:
         if step % self.every == 0:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from genvpt.config import load_params
+from genvpt.faults import run_stage
 from genvpt.logs import setup_logging
 
 
@@ -22,4 +23,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

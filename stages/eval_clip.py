@@ -11,6 +11,7 @@ import argparse
 
 from genvpt.config import load_params
 from genvpt.io import write_json
+from genvpt.faults import run_stage
 from genvpt.logs import setup_logging
 
 
@@ -41,4 +42,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -5,6 +5,7 @@ import argparse
 
 from genvpt.config import load_params
 from genvpt.datasets.prepare import prepare_dataset
+from genvpt.faults import run_stage
 from genvpt.logs import setup_logging
 
 
@@ -20,4 +21,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

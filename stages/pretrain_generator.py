@@ -15,6 +15,7 @@ import argparse
 from genvpt.config import load_params
 from genvpt.generators import FAMILIES, TOKENIZER_OF
 from genvpt.generators.pretrain import pretrain_family
+from genvpt.faults import run_stage
 from genvpt.logs import setup_logging
 
 
@@ -42,4 +43,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

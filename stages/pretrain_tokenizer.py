@@ -23,6 +23,7 @@ import torch
 from genvpt.config import load_params
 from genvpt.datasets.shards import load_split
 from genvpt.io import sha256_file, write_json
+from genvpt.faults import run_stage
 from genvpt.logs import setup_logging
 from genvpt.tokenizers import FAMILIES, load_pretrained_msvq, load_pretrained_vqgan, save_tokenizer
 from genvpt.tokenizers.train import (
@@ -130,4 +131,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

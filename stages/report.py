@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 
 from genvpt.config import load_params
+from genvpt.faults import run_stage
 from genvpt.logs import setup_logging
 from genvpt.metrics.scoring import report_rows
 from genvpt.report import DEFAULT_COMPARISONS, build_report
@@ -40,4 +41,4 @@ def main(argv: list[str] | None = None):
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

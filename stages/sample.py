@@ -7,6 +7,7 @@ import argparse
 
 from genvpt.config import load_params
 from genvpt.datasets.shards import read_classes
+from genvpt.faults import run_stage
 from genvpt.logs import setup_logging
 from genvpt.sampling import sample_adapted_row, sample_frozen_row
 
@@ -38,4 +39,4 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

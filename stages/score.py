@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 
 from genvpt.config import load_params
+from genvpt.faults import run_stage
 from genvpt.logs import setup_logging
 from genvpt.metrics.scoring import load_scoring_clip, report_rows, score_sample_sets
 
@@ -32,4 +33,4 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -4,7 +4,8 @@ Reads every split the prepared dataset holds, ``data/prepared/<domain>/{train,va
 the source has no test split), encodes every image with the tokenizer file (``data/tokenizers/<family>/model.pt``),
 batched under ``torch.inference_mode()``, and writes the same splits to
 ``data/tokens/<family>/<domain>/<split>/shard-*.tar`` + ``meta.json`` + ``classes.json`` (layout in
-``genvpt/tokenizers/token_shards.py``), plus a metrics json (throughput; reconstruction PSNR and codebook usage
+``genvpt/tokenizers/token_shards.py``; meta.json records each shard's sample count and sha256, which the readers
+verify), plus a metrics json (throughput; reconstruction PSNR and codebook usage
 per split).
 """
 from __future__ import annotations
@@ -21,9 +22,10 @@ from tqdm.auto import tqdm
 from genvpt.config import load_params
 from genvpt.datasets.shards import load_split, present_splits, read_classes
 from genvpt.io import atomic_dir, sha256_file, write_json
+from genvpt.faults import run_stage
 from genvpt.logs import setup_logging
 from genvpt.tokenizers import FAMILIES, decode_tokens, encode_tokens, load_tokenizer, token_grid
-from genvpt.tokenizers.token_shards import write_token_split
+from genvpt.tokenizers.token_shards import token_shard_index, write_token_split
 from genvpt.tokenizers.train import codebook_stats, psnr_uint8, resolve_device, to_float, to_uint8
 
 log = logging.getLogger("stages.tokenize")
@@ -89,6 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     class_names = read_classes(data)
     metrics: dict = {"family": args.family, "tokenizer": str(tok_path), "data": str(data), "device": str(device)}
     counts: dict[str, int] = {}
+    shards: dict[str, dict] = {}  # per split: {shard file: {count, sha256}}, verified by iter_tokens
     grid: list[int] | None = None
     # every split the prepared folder holds; train always (load_split names the folder when it is missing)
     splits = ["train"] + [s for s in present_splits(data) if s != "train"]
@@ -112,6 +115,7 @@ def main(argv: list[str] | None = None) -> None:
                 for i in range(n)
             )
             counts[split] = write_token_split(samples, tmp / split, vocab_size=model.n_embed, maxcount=tp.shard_maxcount)
+            shards[split] = token_shard_index(tmp / split)
             enc_rate = n / max(res["encode_seconds"], 1e-9)
             log.info("%s/%s: %d images -> %s tokens each; encode %.0f images/s", data.name, split, n,
                      "+".join(str(g * g) for g in grid), enc_rate)
@@ -132,6 +136,7 @@ def main(argv: list[str] | None = None) -> None:
             "vocab_size": model.n_embed,
             "tokens_per_image": sum(g * g for g in grid),
             "counts": counts,
+            "shards": shards,
             "class_names": class_names,
             "tokenizer": str(tok_path),
             "tokenizer_sha256": sha256_file(tok_path),
@@ -142,4 +147,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -14,6 +14,7 @@ from genvpt.config import load_params
 from genvpt.datasets.shards import load_split
 from genvpt.generators.common import pick_device
 from genvpt.io import write_json
+from genvpt.faults import run_stage
 from genvpt.logs import setup_logging
 from genvpt.training import write_curve
 
@@ -52,4 +53,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

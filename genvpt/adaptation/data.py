@@ -28,6 +28,9 @@ class TrainData:
             raise ValueError("every scale needs one token map per label")
         if n and int(self.labels.max()) >= len(self.class_names):
             raise ValueError(f"labels reach {int(self.labels.max())} but there are {len(self.class_names)} classes")
+        if n and int(self.labels.min()) < 0:  # would index the class table from its end (or fail deep inside)
+            raise ValueError(f"negative label {int(self.labels.min())}; labels index the "
+                             f"{len(self.class_names)} classes")
         self.captions = list(captions) if captions is not None else [None] * n
         if len(self.captions) != n:
             raise ValueError(f"{len(self.captions)} captions for {n} samples")
@@ -48,7 +51,11 @@ def load_train_data(tokens_dir: str | os.PathLike, captions: Optional[str | os.P
                     sentence_template: str, split: str = "train") -> TrainData:
     """The target's training tokens with their multi-level texts (genvpt/texts.py): the class sentences and each
     sample's caption from ``captions`` (captions.parquet, joined by key), or the captions stored with the tokens
-    when no captions file is given."""
+    when no captions file is given. The token shards are verified on the way (genvpt/tokenizers/token_shards.py):
+    a label outside the class list is an error naming the shard and the sample. Whether the target's classes fit the
+    backbone's class table is checked by train_adaptation, which knows the backbone: more target classes than the
+    backbone knows is an error naming both counts unless the method replaces the class condition (vpt, mvp_t2i);
+    fewer is fine (target class i conditions on the backbone's class i)."""
     from ..texts import TextBank, load_text_bank
     from ..tokenizers.token_shards import load_tokens
 
@@ -60,4 +67,7 @@ def load_train_data(tokens_dir: str | os.PathLike, captions: Optional[str | os.P
         log.info("no captions file: using the captions stored with the tokens (%d of %d samples)", len(own), len(td.keys))
         bank = TextBank(td.class_names, own, sentence_template, source=f"{tokens_dir} (token shards)", on_missing="sentence")
     texts = bank.texts(td.keys, td.labels)
-    return TrainData(td.scales, td.labels, td.class_names, texts.caption, sentences=bank.sentences)
+    try:
+        return TrainData(td.scales, td.labels, td.class_names, texts.caption, sentences=bank.sentences)
+    except ValueError as err:
+        raise ValueError(f"{tokens_dir} ({split}): {err}") from None

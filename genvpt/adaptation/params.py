@@ -14,9 +14,10 @@ from typing import Any, Literal, Optional
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from ..schema import StrictModel
+from ..schema import KeyedErrors, StrictModel
 
-__all__ = ["TrainSettings", "AdaptationConfig", "AdaptationParams", "MemoryBenchmarkParams", "describe_errors"]
+__all__ = ["TrainSettings", "AdaptationConfig", "AdaptationParams", "MemoryBenchmarkParams", "describe_errors",
+           "error_items"]
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _RESERVED = ("backbone", "tokenizer", "method", "train")
@@ -42,6 +43,21 @@ class TrainSettings(StrictModel):
         if not all(0.0 <= b < 1.0 for b in v):
             raise ValueError(f"betas must lie in [0, 1), got {list(v)}")
         return v
+
+
+def error_items(err: ValidationError, fields: Optional[list[str]], prefix: str, what: str = "") -> list[tuple[str, str]]:
+    """(full dotted key, message) per error of ``err``, its keys prefixed with ``prefix``; unknown keys list the
+    allowed ``fields`` (``what`` says whose, e.g. "method mvp")."""
+    out = []
+    for e in err.errors():
+        key = ".".join([prefix, *(str(p) for p in e["loc"])]) if e["loc"] else prefix
+        if e["type"] == "extra_forbidden":
+            whose = f" for {what}" if what else ""
+            out.append((key, f"unknown key{whose}; allowed: {', '.join(sorted(fields or []))}"))
+        else:
+            msg = e["msg"][len("Value error, "):] if e["msg"].startswith("Value error, ") else e["msg"]
+            out.append((key, f"{msg} (got {e.get('input')!r})" + (f" [{what}]" if what else "")))
+    return out
 
 
 def describe_errors(err: ValidationError, fields: Optional[list[str]] = None) -> str:
@@ -117,42 +133,48 @@ class AdaptationParams(StrictModel):
             raise KeyError(f"no adaptation configuration {name!r}; params adaptation.configs has: "
                            f"{', '.join(self.configs) or '(none)'}")
         where = f"configs.{name}"
+
+        def fail(key: str, msg: str) -> KeyedErrors:  # names the full key: configs.<name>.<key>
+            return KeyedErrors([(f"{where}.{key}" if key else where, msg)])
+
         if not _NAME.match(name):
-            raise ValueError(f"{where}: the name must match {_NAME.pattern} (it becomes a folder name)")
+            raise fail("", f"the name must match {_NAME.pattern} (it becomes a folder name)")
         if name in BACKBONES:
-            raise ValueError(f"{where}: {name!r} is a backbone's name (its frozen row); choose another name")
+            raise fail("", f"{name!r} is a backbone's name (its frozen row); choose another name")
         raw = self.configs[name]
         if not isinstance(raw, dict):
-            raise ValueError(f"{where} must be a mapping with backbone, tokenizer, method and options")
+            raise fail("", "must be a mapping with backbone, tokenizer, method and options")
         for key in ("backbone", "method"):
             if key not in raw:
-                raise ValueError(f"{where}.{key} is required")
+                raise fail(key, "is required")
         bb = raw["backbone"]
-        if bb not in BACKBONES:
-            raise ValueError(f"{where}.backbone: unknown backbone {bb!r}; registered: {', '.join(sorted(BACKBONES))}")
+        if not isinstance(bb, str) or bb not in BACKBONES:
+            raise fail("backbone", f"unknown backbone {bb!r}; registered: {', '.join(sorted(BACKBONES))}")
         want_tok = BACKBONES[bb].tokenizer_family
         tok = raw.get("tokenizer", want_tok)
         if tok != want_tok:
-            raise ValueError(f"{where}.tokenizer: the {bb} backbone reads {want_tok!r} tokens, not {tok!r}")
+            raise fail("tokenizer", f"the {bb} backbone reads {want_tok!r} tokens, not {tok!r}")
+        if not isinstance(raw["method"], str):
+            raise fail("method", f"must be a method name, got {raw['method']!r}")
         try:
             mcls = method_class(raw["method"])
         except ValueError as err:
-            raise ValueError(f"{where}.method: {err}") from None
+            raise fail("method", str(err)) from None
         train_over = raw.get("train") or {}
         if not isinstance(train_over, dict):
-            raise ValueError(f"{where}.train must be a mapping of overrides of adaptation.train")
+            raise fail("train", "must be a mapping of overrides of adaptation.train")
         try:
             train = TrainSettings.model_validate({**self.train.model_dump(), **train_over})
         except ValidationError as err:
-            raise ValueError(f"{where}.train: {describe_errors(err, list(TrainSettings.model_fields))}") from None
+            raise KeyedErrors(error_items(err, list(TrainSettings.model_fields), f"{where}.train")) from None
         opts = {k: v for k, v in raw.items() if k not in _RESERVED}
         try:
             options = mcls.Params.model_validate(opts)
         except ValidationError as err:
             fields = list(mcls.Params.model_fields) + list(_RESERVED)
-            raise ValueError(f"{where} (method {mcls.name}): {describe_errors(err, fields)}") from None
+            raise KeyedErrors(error_items(err, fields, where, f"method {mcls.name}")) from None
         need = mcls.required_features(options) - set(BACKBONES[bb].features)
         if need:
-            raise ValueError(f"{where}: method {mcls.name} needs {sorted(need)} from its backbone, which the {bb} "
-                             f"backbone does not offer (it has {sorted(BACKBONES[bb].features)})")
+            raise fail("method", f"method {mcls.name} needs {sorted(need)} from its backbone, which the {bb} "
+                                 f"backbone does not offer (it has {sorted(BACKBONES[bb].features)})")
         return AdaptationConfig(name=name, backbone=bb, tokenizer=tok, method=mcls.name, train=train, options=options)

@@ -3,17 +3,18 @@ configuration once per training seed (genvpt/adaptation/train.py)."""
 from __future__ import annotations
 
 import logging
+import shutil
 import statistics
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
 
-from ..io import read_json, write_json
+from ..io import atomic_dir, read_json, write_json
 from ..training import resolve_device
 from .data import load_train_data
 from .method import method_class
-from .train import file_source, train_adaptation
+from .train import SEED_FILES, file_source, train_adaptation
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +68,23 @@ def run_adapt(params: Any, name: str, *, tokens: str, generator: str, out: str, 
         clip_path = clip_params.pretrained
         clip_model = load_clip(clip_params, device=device)
     source = file_source(generator, tok_path, clip_path)
+    # Seeds train in a work folder beside ``out`` (DVC deletes a stage's outputs before rerunning it, so resumable
+    # state inside ``out`` would be lost): a killed run resumes there, keeping finished seeds and the last training
+    # checkpoint. ``out`` appears in one rename once every seed is done.
+    out_path = Path(out)
+    work = out_path.parent / f"{out_path.name}.partial"
+    seed_list = list(seeds if seeds is not None else ap.seeds)
     records = []
-    for seed in (seeds if seeds is not None else ap.seeds):
+    for seed in seed_list:
         backbone = load_backbone(cfg.backbone, generator, tok_path, device=device)  # fresh per seed
-        records.append(train_adaptation(cfg, backbone=backbone, data=data, out_dir=Path(out) / f"seed-{seed}",
+        records.append(train_adaptation(cfg, backbone=backbone, data=data, out_dir=work / f"seed-{seed}",
                                         seed=seed, clip=clip_model, device=device, source=source, val_data=val))
+    with atomic_dir(out_path) as tmp:
+        for seed in seed_list:
+            (tmp / f"seed-{seed}").mkdir()
+            for f in SEED_FILES:
+                shutil.copy2(work / f"seed-{seed}" / f, tmp / f"seed-{seed}" / f)
+    shutil.rmtree(work)
     result = {"name": name, "backbone": cfg.backbone, "method": cfg.method, **summarise_records(records)}
     if summary:
         write_json(summary, result)

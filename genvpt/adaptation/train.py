@@ -32,9 +32,10 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from ..backbones.base import Backbone
-from ..checkpoint import load_file
-from ..io import atomic_path, sha256_file, write_json
-from ..training import AdapterState, FrozenBackboneChanged, TrainCheckpoint, cosine_lambda, seed_everything, write_curve
+from ..checkpoint import load_file, refuse_nonfinite
+from ..io import atomic_path, read_json, sha256_file, write_json
+from ..training import (AdapterState, FrozenBackboneChanged, TrainCheckpoint, check_finite, cosine_lambda, seed_everything,
+                        write_curve)
 from .data import TrainData
 from .memory import PeakMemory
 from .method import Method, MethodInfo, method_class
@@ -42,6 +43,9 @@ from .params import AdaptationConfig
 from .semantic import state_hash
 
 log = logging.getLogger(__name__)
+
+SEED_FILES = ("model.pt", "record.json", "curve.csv")  # what one training seed leaves in its folder
+DONE_FILE = "done.json"  # written last, with the run's fingerprint: a rerun keeps a finished seed
 
 __all__ = ["ADAPTED_FAMILY", "FrozenBackboneChanged", "TrainContext", "build_method", "train_adaptation",
            "save_adapted", "file_source"]
@@ -147,6 +151,7 @@ def _val_injections(method: Method, labels: torch.Tensor, idx: torch.Tensor):
 def save_adapted(path: str | os.PathLike, method: Method, config: dict[str, Any], **meta: Any) -> Path:
     payload = {"family": ADAPTED_FAMILY, "config": dict(config), "state_dict": method.adapter_state_dict(),
                "meta": dict(meta)}
+    refuse_nonfinite(payload["state_dict"], f"adapted model {path}")
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
     return Path(path)
@@ -233,6 +238,14 @@ def train_adaptation(
     sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine_lambda(ts.steps, ts.warmup_steps, ts.min_lr_ratio))
     fingerprint = json.dumps({"config": cfg.to_dict(), "seed": seed, "n": len(data), "generator": hash_before,
                               "source": source or {}}, sort_keys=True)
+    done = out / DONE_FILE
+    if done.is_file() and all((out / f).is_file() for f in SEED_FILES):
+        if read_json(done).get("fingerprint") == fingerprint:
+            log.info("%s seed %d: already trained in %s (same configuration, data and backbone); kept",
+                     cfg.name, seed, out)
+            return read_json(out / "record.json")
+        log.warning("%s was written for another configuration or backbone; training again", out)
+    done.unlink(missing_ok=True)
     ckpt = TrainCheckpoint(out / "train_state.pt", every=ts.checkpoint_every)
     if ckpt.path.exists() and load_file(ckpt.path).get("extra", {}).get("fingerprint") != fingerprint:
         log.warning("%s was written for another configuration or backbone; starting from scratch", ckpt.path)
@@ -269,6 +282,7 @@ def train_adaptation(
                                          inj, generator=gd)
             terms = method.extra_losses(ctx, logits=logits, labels=labels, idx=idx, drop=drop, generator=gd)
             total = loss + sum(terms.values()) if terms else loss
+            check_finite(total, step + 1, f"adaptation {cfg.name} seed {seed} ({out})", ckpt)
             opt.zero_grad(set_to_none=True)
             total.backward()
             _grad_check(method, trainable_ids, backbone, clip)
@@ -340,6 +354,7 @@ def train_adaptation(
     cols = ["step", "loss", "task_loss", *extra_keys, "lr"]
     write_curve(out / "curve.csv", [{k: h.get(k, 0.0) for k in cols} for h in history])
     write_json(out / "record.json", record)
+    write_json(done, {"fingerprint": fingerprint})  # last: the seed's files are complete
     ckpt.remove()
     log.info("%s seed %d: loss %.4f -> %.4f in %.1f s, peak memory %.0f MiB", cfg.name, seed, record["first_loss"],
              record["final_loss"], train_time, mem.peak_mb)

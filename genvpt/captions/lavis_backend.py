@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import subprocess
 import tempfile
@@ -21,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from .params import CaptionParams
+from .params import LAVIS_MODELS, CaptionParams
 from .run import CaptionError, MissingWeightsError, Sample, Sink
 
 log = logging.getLogger(__name__)
@@ -63,18 +64,50 @@ class LavisBlip2:
         return py
 
     def command(self, shards: list[Path], keys_file: Path, out_file: Path) -> list[str]:
+        """The worker's argument list (run without a shell): only validated values travel. Paths must exist (the
+        output file's folder), the model is one of ``LAVIS_MODELS``, numbers are re-parsed and finite; raises
+        :class:`CaptionError` naming the offending setting."""
         p, lp = self.params, self.params.lavis
+        if lp.model_type not in LAVIS_MODELS.get(lp.name, ()):
+            raise CaptionError(f"caption.lavis: model {lp.name!r}/{lp.model_type!r} is not allowed; allowed: "
+                               + "; ".join(f"{n}: {', '.join(t)}" for n, t in LAVIS_MODELS.items()))
+        if p.device not in ("auto", "cpu", "cuda"):
+            raise CaptionError(f"caption.device {p.device!r} is not one of auto, cpu, cuda")
+        if not shards:
+            raise CaptionError("the LAVIS worker needs at least one prepared shard")
+        for f, what in [*((s, "prepared shard") for s in shards), (keys_file, "keys file")]:
+            if not Path(f).is_file():
+                raise CaptionError(f"{what} {f} does not exist")
+        if not Path(out_file).parent.is_dir():
+            raise CaptionError(f"the output folder {Path(out_file).parent} does not exist")
+        checkpoint = None
+        if lp.checkpoint:
+            checkpoint = Path(lp.checkpoint).expanduser().resolve()
+            if not checkpoint.is_file():
+                raise CaptionError(f"caption.lavis.checkpoint {lp.checkpoint!r} does not exist")
+        ints = {"batch_size": p.batch_size, "num_beams": p.num_beams, "max_new_tokens": p.max_new_tokens,
+                "min_new_tokens": p.min_new_tokens}
+        floats = {"lavis.top_p": lp.top_p, "repetition_penalty": p.repetition_penalty,
+                  "length_penalty": p.length_penalty}
+        for k, v in ints.items():
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise CaptionError(f"caption.{k} must be a non-negative integer, got {v!r}")
+        for k, v in floats.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise CaptionError(f"caption.{k} must be a finite number, got {v!r}")
         cmd = [
-            str(self.python()), str(WORKER), "--shards", *map(str, shards), "--keys", str(keys_file), "--out", str(out_file),
-            "--name", lp.name, "--model-type", lp.model_type, "--device", p.device, "--batch-size", str(p.batch_size),
-            "--num-beams", str(p.num_beams), "--max-length", str(p.max_new_tokens), "--min-length", str(p.min_new_tokens),
-            "--top-p", str(lp.top_p), "--repetition-penalty", str(p.repetition_penalty),
-            "--length-penalty", str(p.length_penalty),
+            str(self.python()), str(WORKER), "--shards", *(str(Path(s).resolve()) for s in shards),
+            "--keys", str(keys_file), "--out", str(out_file),
+            "--name", lp.name, "--model-type", lp.model_type, "--device", p.device,
+            "--batch-size", str(int(p.batch_size)), "--num-beams", str(int(p.num_beams)),
+            "--max-length", str(int(p.max_new_tokens)), "--min-length", str(int(p.min_new_tokens)),
+            "--top-p", repr(float(lp.top_p)), "--repetition-penalty", repr(float(p.repetition_penalty)),
+            "--length-penalty", repr(float(p.length_penalty)),
         ]
         if p.prompt:
-            cmd += ["--prompt", p.prompt]
-        if lp.checkpoint:
-            cmd += ["--checkpoint", str(Path(lp.checkpoint).resolve())]
+            cmd.append(f"--prompt={p.prompt}")  # one token: a prompt starting with '-' is never read as an option
+        if checkpoint is not None:
+            cmd += ["--checkpoint", str(checkpoint)]
         if lp.use_nucleus_sampling:
             cmd.append("--nucleus")
         return cmd
@@ -94,7 +127,7 @@ class LavisBlip2:
                 env = dict(os.environ)
                 if self.params.local_files_only:  # fail at once instead of retrying unreachable hubs
                     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-                proc = subprocess.Popen(cmd, stdout=err, stderr=subprocess.STDOUT, cwd=os.getcwd(), env=env)
+                proc = subprocess.Popen(cmd, stdout=err, stderr=subprocess.STDOUT, cwd=os.getcwd(), env=env, shell=False)
                 pending = b""
                 delay = 0.02  # poll fast at first (quick failures), back off to poll_s while the model works
                 try:

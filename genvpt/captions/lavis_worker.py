@@ -167,30 +167,79 @@ def _weight_sources(args) -> dict:
     return out
 
 
+# the models this worker runs (genvpt.captions.params.LAVIS_MODELS holds the same list; a test keeps them equal)
+LAVIS_MODELS = {
+    "blip2_opt": ("pretrain_opt2.7b", "pretrain_opt6.7b", "caption_coco_opt2.7b", "caption_coco_opt6.7b"),
+}
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def _validate(ap: argparse.ArgumentParser, args) -> None:
+    """Every argument checked before anything is loaded: existing files, an allowed model, numbers in range."""
+    if args.model_type not in LAVIS_MODELS.get(args.name, ()):
+        ap.error(f"--model-type {args.model_type!r} is not a type of {args.name!r}; allowed: "
+                 f"{', '.join(LAVIS_MODELS.get(args.name, ()))}")
+    for shard in args.shards:
+        if not os.path.isfile(shard):
+            ap.error(f"--shards: {shard!r} is not a file")
+    if not os.path.isfile(args.keys):
+        ap.error(f"--keys: {args.keys!r} is not a file")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
+        ap.error(f"--out: the folder of {args.out!r} does not exist")
+    if args.checkpoint is not None and not os.path.isfile(args.checkpoint):
+        ap.error(f"--checkpoint: {args.checkpoint!r} is not a file")
+    if not 0.0 < args.top_p <= 1.0:
+        ap.error(f"--top-p must lie in (0, 1], got {args.top_p}")
+    if args.repetition_penalty <= 0:
+        ap.error(f"--repetition-penalty must be positive, got {args.repetition_penalty}")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--check", action="store_true", help="only check that LAVIS imports; print versions")
     ap.add_argument("--shards", nargs="*", default=[])
     ap.add_argument("--keys")
     ap.add_argument("--out")
-    ap.add_argument("--name", default="blip2_opt")
-    ap.add_argument("--model-type", default="caption_coco_opt2.7b")
+    ap.add_argument("--name", default="blip2_opt", choices=sorted(LAVIS_MODELS))
+    ap.add_argument("--model-type", default="caption_coco_opt2.7b",
+                    choices=sorted({t for types in LAVIS_MODELS.values() for t in types}))
     ap.add_argument("--checkpoint", default=None)
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--batch-size", type=_positive, default=8)
     ap.add_argument("--prompt", default="")
-    ap.add_argument("--num-beams", type=int, default=5)
-    ap.add_argument("--max-length", type=int, default=30)
-    ap.add_argument("--min-length", type=int, default=1)
+    ap.add_argument("--num-beams", type=_positive, default=5)
+    ap.add_argument("--max-length", type=_positive, default=30)
+    ap.add_argument("--min-length", type=_count, default=1)
     ap.add_argument("--nucleus", action="store_true")
-    ap.add_argument("--top-p", type=float, default=0.9)
-    ap.add_argument("--repetition-penalty", type=float, default=1.0)
-    ap.add_argument("--length-penalty", type=float, default=1.0)
+    ap.add_argument("--top-p", type=_finite, default=0.9)
+    ap.add_argument("--repetition-penalty", type=_finite, default=1.0)
+    ap.add_argument("--length-penalty", type=_finite, default=1.0)
     args = ap.parse_args(argv)
     if args.check:
         return check()
     if not (args.shards and args.keys and args.out):
         ap.error("--shards, --keys and --out are required unless --check")
+    _validate(ap, args)
     return run(args)
 
 

@@ -4,23 +4,37 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from ..schema import StrictModel
 
-__all__ = ["LavisParams", "CaptionParams"]
+__all__ = ["LAVIS_MODELS", "LavisParams", "CaptionParams"]
+
+# the LAVIS models the lavis backend may run (its worker checks the same list): LAVIS 1.0.2's blip2_opt types
+LAVIS_MODELS = {
+    "blip2_opt": ("pretrain_opt2.7b", "pretrain_opt6.7b", "caption_coco_opt2.7b", "caption_coco_opt6.7b"),
+}
 
 
 class LavisParams(StrictModel):
     """The ``lavis`` backend: LAVIS's BLIP-2 in its own environment (``make lavis-env``), run as a subprocess."""
 
     python: str = ".venv-lavis/bin/python"  # the interpreter of the LAVIS environment
-    name: str = "blip2_opt"  # LAVIS model name
-    model_type: str = "caption_coco_opt2.7b"  # LAVIS model type
+    name: Literal["blip2_opt"] = "blip2_opt"  # LAVIS model name (LAVIS_MODELS)
+    # LAVIS model type, one of LAVIS_MODELS[name]
+    model_type: Literal["pretrain_opt2.7b", "pretrain_opt6.7b", "caption_coco_opt2.7b", "caption_coco_opt6.7b"] = (
+        "caption_coco_opt2.7b")
     # a local BLIP-2 checkpoint (.pth) replacing the URL in LAVIS's model config; null = LAVIS's own cache/URL
     checkpoint: Optional[str] = None
     use_nucleus_sampling: bool = False
     top_p: float = Field(default=0.9, gt=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _known_model(self) -> "LavisParams":
+        if self.model_type not in LAVIS_MODELS.get(self.name, ()):
+            raise ValueError(f"model_type {self.model_type!r} is not a type of LAVIS model {self.name!r}; allowed: "
+                             f"{', '.join(LAVIS_MODELS.get(self.name, ()))}")
+        return self
 
 
 class CaptionParams(StrictModel):
@@ -35,8 +49,8 @@ class CaptionParams(StrictModel):
     num_beams: int = Field(default=5, ge=1)
     max_new_tokens: int = Field(default=30, ge=1)
     min_new_tokens: int = Field(default=1, ge=0)
-    repetition_penalty: float = Field(default=1.0, gt=0.0)
-    length_penalty: float = 1.0
+    repetition_penalty: float = Field(default=1.0, gt=0.0, allow_inf_nan=False)
+    length_penalty: float = Field(default=1.0, allow_inf_nan=False)
     batch_size: int = Field(default=16, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"  # auto: float16 on cuda, float32 on cpu

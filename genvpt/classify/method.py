@@ -114,11 +114,9 @@ class ClassifyMethod(nn.Module):
         return out
 
     def load_adapter_state_dict(self, sd: dict[str, torch.Tensor], source: str = "<adapter>") -> None:
-        from ..checkpoint import CheckpointMismatch, compare_state_dict
+        from ..checkpoint import check_state_dict
 
-        missing, unexpected, mis_shaped = compare_state_dict(self.adapter_state_dict(), sd)
-        if missing or unexpected or mis_shaped:
-            raise CheckpointMismatch(source, missing, unexpected, mis_shaped)
+        sd = check_state_dict(self.adapter_state_dict(), sd, source=source)  # keys, shapes and dtypes
         own = self.state_dict()
         tower = dict(self.visual.named_parameters())
         with torch.no_grad():

@@ -35,9 +35,10 @@ from tqdm import tqdm
 
 from ..adaptation.memory import PeakMemory
 from ..adaptation.semantic import base_state_dict, state_hash
-from ..checkpoint import load_file
+from ..checkpoint import load_file, refuse_nonfinite
 from ..io import atomic_path, write_json
-from ..training import AdapterState, FrozenBackboneChanged, TrainCheckpoint, cosine_lambda, seed_everything, write_curve
+from ..training import (AdapterState, FrozenBackboneChanged, TrainCheckpoint, check_finite, cosine_lambda, seed_everything,
+                        write_curve)
 from .augment import augment_batch, build_transform, eval_inputs, normalize, step_seed
 from .data import ClassifyData, class_texts
 from .method import ClassifyMethod, method_class
@@ -111,6 +112,7 @@ def evaluate(method: ClassifyMethod, data: ClassifyData, *, batch_size: int = 25
 def save_classifier(path: str | os.PathLike, method: ClassifyMethod, config: dict[str, Any], **meta: Any) -> Path:
     payload = {"family": CLASSIFY_FAMILY, "config": dict(config), "state_dict": method.adapter_state_dict(),
                "meta": dict(meta)}
+    refuse_nonfinite(payload["state_dict"], f"classifier {path}")
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
     return Path(path)
@@ -224,6 +226,7 @@ def train_classifier(
                 torch.manual_seed(step_seed(seed, step, 3))  # any module randomness (LoRA dropout)
                 logits = method(x).float()
                 loss = F.cross_entropy(logits, y)
+                check_finite(loss, step + 1, f"classifier {cfg.name} seed {seed} ({out})", ckpt)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 _grad_check(clip, method, trainable_ids)

@@ -29,11 +29,10 @@ import torch.nn.functional as F
 
 from ..checkpoint import (
     CheckpointError,
-    CheckpointMismatch,
-    compare_state_dict,
     load_file,
     load_model_file,
     save_model,
+    strict_load,
 )
 from .params import DEFAULT_CLIP_PATH, ClipParams
 from ..training import resolve_device as _resolve_device
@@ -365,10 +364,7 @@ def load_clip(params: ClipParams | None = None, *, device: str | torch.device | 
         quick = _auto_quick_gelu(params, path)
         clip = build_clip(params.model, quick_gelu=quick, device="cpu", precision="fp32", batch_size=params.batch_size)
         sd = _massage_open_clip_state_dict(clip.model, _unwrap_state_dict(obj, path))
-    missing, unexpected, mis_shaped = compare_state_dict(clip.model.state_dict(), sd)
-    if missing or unexpected or mis_shaped:
-        raise CheckpointMismatch(str(path), missing, unexpected, mis_shaped)
-    clip.model.load_state_dict(sd, strict=True)
+    strict_load(clip.model, sd, source=str(path))  # lists missing / unexpected / mis-shaped / mis-typed keys
     clip = _to_device_precision(clip, dev, params.precision)
     log.info("loaded CLIP %s (quick_gelu=%s) from %s on %s", clip.name, clip.quick_gelu, path, dev)
     return clip.freeze() if freeze else clip

@@ -34,7 +34,7 @@ from tqdm import tqdm
 from ..checkpoint import load_file
 from ..datasets.shards import SplitData, load_split
 from ..io import write_json
-from ..training import TrainCheckpoint, cosine_lambda, count_parameters, peak_memory_mb, seed_everything, write_curve
+from ..training import TrainCheckpoint, check_finite, cosine_lambda, count_parameters, peak_memory_mb, seed_everything, write_curve
 from .model import ClipModel, build_clip, is_own_config, load_clip, resolve_device, save_clip
 from .params import ClipParams
 
@@ -273,6 +273,7 @@ def pretrain_clip(
         if cls_f is not None:
             loss_cls = F.cross_entropy(scale * img_f @ cls_f.T, labels)
             loss = loss + tp.class_loss_weight * loss_cls
+        check_finite(loss, step + 1, f"CLIP pretraining ({out})", ckpt)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

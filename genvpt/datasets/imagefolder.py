@@ -2,34 +2,35 @@
 
 ``root/<class>/<image>`` or ``root/{train,val,test}/<class>/<image>`` (``validation/`` counts as val): then the
 splits in the tree are kept and the missing ones are carved from ``train/`` (genvpt/datasets/registry.py).
-Unreadable folders, empty class folders and files that are not decodable images are yielded as
-:class:`Reject` with the path and the reason; grayscale, palette, CMYK, 16-bit and alpha images are converted.
+Unreadable folders, empty class folders and files that are not decodable images (empty, not an image, truncated,
+decompression bombs: :func:`~genvpt.datasets.base.open_image`) are yielded as :class:`Reject` with the path and
+the reason; grayscale, palette, CMYK, 16-bit and alpha images are converted.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from .params import SPLIT_DIRS, DatasetParams
-from .base import Record, Reject, fit_square, to_rgb
+from .base import BadImage, Record, Reject, open_image
 from .registry import Item, register_dataset
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
 
 def load_image_file(path: Path, size: int) -> Image.Image | Reject:
+    """The image at ``path`` as RGB ``size`` x ``size``, or a :class:`Reject` saying why not (empty file, not an
+    image, truncated or corrupt, unreadable file, decompression bomb)."""
     try:
         if path.stat().st_size == 0:
             return Reject(str(path), "empty file (0 bytes)")
-        with Image.open(path) as im:
-            im.load()  # forces a full decode: truncated files fail here
-            return fit_square(to_rgb(im), size)
-    except UnidentifiedImageError:
-        return Reject(str(path), "not an image (cannot identify image file)")
-    except (OSError, SyntaxError, ValueError) as err:  # truncated or corrupt data
-        return Reject(str(path), f"unreadable image: {err}")
+        return open_image(path, size)
+    except BadImage as err:
+        return Reject(str(path), str(err))
+    except OSError as err:  # stat: the file vanished or cannot be read
+        return Reject(str(path), f"unreadable file: {err}")
 
 
 class ImageFolderDataset:

@@ -12,15 +12,26 @@ Layout of a prepared directory (written by ``stages/prepare.py``)::
 
 Keys contain no dots (WebDataset splits the key at the first dot). Shards are written with a fixed mtime, so the
 same records give byte-identical shards.
+
+Reading checks every shard in the same single pass (:func:`iter_split`, :func:`iter_tar_samples`): its members
+are plain files with relative names (no absolute paths, no ``..``, no links or devices), nothing but zero blocks
+follows the last one, and the split matches ``manifest.parquet`` (the same shard files, the same keys in each, the
+sha256 of each PNG), so a truncated, garbled, replaced or missing shard is a :class:`ShardError` naming it instead
+of fewer samples. A folder of bare shards (written by :func:`write_split` alone: no ``stats.json``, no manifest)
+is read unverified but for the tar checks, with a warning; a folder the prepare stage wrote (``stats.json``)
+without its manifest is an error.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
 import os
+import re
+import tarfile
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Iterable, Iterator, Optional
 
 import numpy as np
@@ -33,7 +44,7 @@ from .params import SPLITS
 log = logging.getLogger(__name__)
 
 __all__ = ["ShardError", "SPLITS", "present_splits", "shard_paths", "write_split", "iter_split", "load_split",
-           "read_classes", "SplitData"]
+           "read_classes", "SplitData", "scan_shard", "iter_tar_samples", "read_manifest"]
 
 SHARD_PATTERN = "shard-%06d.tar"
 FIXED_MTIME = 0.0
@@ -116,18 +127,212 @@ def read_classes(prepared_dir: str | os.PathLike) -> list[str]:
     return list(json.loads(path.read_text()))
 
 
+_LINK_OR_DEVICE = {tarfile.SYMTYPE: "symlink", tarfile.LNKTYPE: "hard link", tarfile.CHRTYPE: "character device",
+                   tarfile.BLKTYPE: "block device", tarfile.FIFOTYPE: "fifo"}
+_SAMPLE_MEMBER = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")  # webdataset's key/extension split (base_plus_ext)
+
+
+def _unsafe_name(name: str) -> Optional[str]:
+    if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name) or PurePosixPath(name).is_absolute():
+        return "has an absolute path"
+    if ".." in PurePosixPath(name.replace("\\", "/")).parts:
+        return "has a '..' path component"
+    return None
+
+
+def _check_tail(path: Path, end: int, error: type[ShardError]) -> None:
+    """A plain tar holds only zero blocks after its last member. Anything else is a garbled or cut header, which
+    tarfile (and so WebDataset) takes for the end of the archive, silently dropping every sample after it."""
+    with open(path, "rb") as fh:
+        size = fh.seek(0, os.SEEK_END)
+        if size < end:
+            raise error(f"corrupt shard {path}: truncated ({size} bytes, its last member ends at byte {end})")
+        fh.seek(end)
+        offset = end
+        while True:
+            block = fh.read(1 << 16)
+            if not block:
+                return
+            if block.strip(b"\0"):
+                at = offset + len(block) - len(block.lstrip(b"\0"))
+                raise error(f"corrupt shard {path}: unreadable tar header at byte {at} (every sample after it would "
+                            f"be lost)")
+            offset += len(block)
+
+
+def _is_compressed(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(6).startswith((b"\x1f\x8b", b"BZh", b"\xfd7zXZ"))
+
+
+def _walk(tf: tarfile.TarFile, path: Path, error: type[ShardError], state: dict) -> Iterator[tuple]:
+    """The sample members of an open tar, each checked: ``(member, key, extension)``, split as WebDataset does
+    (key up to the first dot of the file name, extension lower-cased). ``state["end"]``: where the last member ends."""
+    while True:
+        m = tf.next()
+        if m is None:
+            return
+        tf.members = []  # do not keep every TarInfo of a large shard
+        state["end"] = m.offset_data + ((m.size + 511) // 512) * 512 if m.isreg() else m.offset_data
+        why = _unsafe_name(m.name)
+        if why is None and not (m.isreg() or m.isdir()):
+            why = f"is a {_LINK_OR_DEVICE.get(m.type, f'member of type {m.type!r}')}"
+            if m.issym() or m.islnk():
+                why += f" (to {m.linkname!r})"
+        if why:
+            raise error(f"unsafe shard {path}: member {m.name!r} {why}; shards may hold only regular files with "
+                        f"relative paths")
+        if not m.isreg() or re.match(r"__[^/]*__($|/)", m.name):
+            continue
+        match = _SAMPLE_MEMBER.match(m.name)
+        if match:
+            yield m, match.group(1), match.group(2).lower()
+
+
+def scan_shard(path: str | os.PathLike, error: type[ShardError] = ShardError) -> list[str]:
+    """Check a shard's tar headers (the data is skipped, not read) and return its sample keys in order.
+
+    Raises ``error`` naming the shard (and the member) for a member with an absolute path or a ``..`` component, a
+    link, device or fifo member, a truncated member, or a garbled header."""
+    path = Path(path)
+    keys: list[str] = []
+    state = {"end": 0}
+    try:
+        compressed = _is_compressed(path)
+        # a plain tar is read header by header, seeking over the data; a compressed one has to be streamed
+        with tarfile.open(path, mode="r|*" if compressed else "r:") as tf:
+            for _, key, _ in _walk(tf, path, error, state):
+                if not keys or keys[-1] != key:
+                    keys.append(key)
+        if not compressed:
+            _check_tail(path, state["end"], error)
+    except error:
+        raise
+    except (tarfile.TarError, OSError, EOFError) as err:
+        raise error(f"corrupt shard {path}: {type(err).__name__}: {err}") from err
+    return keys
+
+
+class _HashingReader:
+    def __init__(self, fh):
+        self.fh, self.sha = fh, hashlib.sha256()
+
+    def read(self, n: int = -1) -> bytes:
+        b = self.fh.read(n)
+        self.sha.update(b)
+        return b
+
+
+def iter_tar_samples(path: str | os.PathLike, error: type[ShardError] = ShardError,
+                     digest: Optional[dict] = None) -> Iterator[dict]:
+    """Read a shard in one pass and yield its samples as WebDataset groups them (``{"__key__", ext: bytes, ...}``),
+    every member checked as in :func:`scan_shard`, the bytes after the last member too. With ``digest`` (a dict),
+    ``digest["sha256"]`` is the sha256 of the whole file once the iteration has finished."""
+    path = Path(path)
+    state = {"end": 0}
+    try:
+        compressed = _is_compressed(path)
+        with open(path, "rb") as raw:
+            fh = _HashingReader(raw) if digest is not None else raw
+            with tarfile.open(fileobj=fh, mode="r|*" if compressed else "r|") as tf:
+                cur: Optional[dict] = None
+                for m, key, ext in _walk(tf, path, error, state):
+                    data = tf.extractfile(m).read()
+                    if cur is None or cur["__key__"] != key:
+                        if cur is not None:
+                            yield cur
+                        cur = {"__key__": key}
+                    if ext in cur:
+                        raise error(f"corrupt shard {path}: member {m.name!r}: sample {key!r} holds two {ext!r} files")
+                    cur[ext] = data
+                if cur is not None:
+                    yield cur
+            if digest is not None:
+                while fh.read(1 << 20):
+                    pass
+                digest["sha256"] = fh.sha.hexdigest()
+        if not compressed:
+            _check_tail(path, state["end"], error)
+    except error:
+        raise
+    except (tarfile.TarError, OSError, EOFError) as err:
+        raise error(f"corrupt shard {path}: {type(err).__name__}: {err}") from err
+
+
+_UNVERIFIED_WARNED: set[str] = set()
+
+
+def read_manifest(prepared_dir: str | os.PathLike, split: str) -> Optional[dict[str, dict[str, str]]]:
+    """``{shard file name: {key: png sha256}}`` of ``split`` from ``manifest.parquet``; None (with a warning) for a
+    folder of bare shards that has no manifest. :class:`ShardError` if the prepare stage wrote the folder
+    (``stats.json``) but the manifest is gone, or the manifest is unreadable."""
+    import pyarrow.parquet as pq
+
+    prepared_dir = Path(prepared_dir)
+    path = prepared_dir / "manifest.parquet"
+    if not path.is_file():
+        if (prepared_dir / "stats.json").is_file():
+            raise ShardError(f"{path} is missing: {prepared_dir} was written by the prepare stage but its manifest is "
+                             f"gone, so its shards cannot be verified; run the prepare stage again")
+        if str(prepared_dir.resolve()) not in _UNVERIFIED_WARNED:
+            _UNVERIFIED_WARNED.add(str(prepared_dir.resolve()))
+            log.warning("%s has no manifest.parquet: its shards are read but not verified (sample count, PNG sha256)",
+                        prepared_dir)
+        return None
+    cols = ["key", "split", "shard", "sha256"]
+    try:
+        t = pq.read_table(path, columns=cols, filters=[("split", "=", split)]).to_pydict()
+    except Exception as err:  # ArrowInvalid (not parquet), KeyError / ArrowInvalid (a column is missing), OSError
+        raise ShardError(f"unreadable manifest {path} (needs columns {cols}): {type(err).__name__}: {err}") from err
+    out: dict[str, dict[str, str]] = {}
+    for key, s, shard, sha in zip(t["key"], t["split"], t["shard"], t["sha256"]):
+        if s != split:
+            continue
+        keys = out.setdefault(shard, {})
+        if key in keys:
+            raise ShardError(f"{path}: key {key!r} is listed twice for {split}/{shard}")
+        keys[key] = sha
+    return out
+
+
 def iter_split(prepared_dir: str | os.PathLike, split: str, decode: bool = True) -> Iterator[dict]:
     """Yield samples ``{"key", "image" (PIL RGB, or PNG bytes if not decode), "label", "class_name", "caption",
-    "source_id", "shard"}`` in shard order. A corrupt shard raises :class:`ShardError` naming it."""
-    import webdataset as wds
+    "source_id", "shard"}`` in shard order, reading each shard once.
 
-    for path in shard_paths(prepared_dir, split):
-        ds = wds.WebDataset(str(path), shardshuffle=False, empty_check=False)
+    A corrupt or unsafe shard, or one that does not match ``manifest.parquet`` (the shard files, each one's keys and
+    count, each PNG's sha256), raises :class:`ShardError` naming it: a stray key or a wrong hash at that sample,
+    keys missing from a shard (a truncated shard) once the shard has been read, so a consumer that reads the whole
+    split (:func:`load_split`) never gets fewer samples than the manifest lists."""
+    paths = shard_paths(prepared_dir, split)
+    manifest = read_manifest(prepared_dir, split)
+    if manifest is not None:
+        gone = sorted(set(manifest) - {p.name for p in paths})
+        if gone:
+            raise ShardError(f"{Path(prepared_dir) / split / gone[0]}: missing, but manifest.parquet lists "
+                             f"{len(manifest[gone[0]])} {split} samples in it (missing shards: {gone})")
+        stray = [p for p in paths if p.name not in manifest]
+        if stray:
+            raise ShardError(f"{stray[0]}: manifest.parquet does not list this shard (a stray or misplaced shard)")
+    for path in paths:
+        expected = manifest[path.name] if manifest is not None else None
+        seen: set[str] = set()
         try:
-            for s in ds:
+            for s in iter_tar_samples(path):
+                key = s["__key__"]
                 missing = [k for k in ("png", "cls", "json") if k not in s]
                 if missing:
-                    raise ShardError(f"{path}: sample {s.get('__key__')!r} lacks {missing}")
+                    raise ShardError(f"{path}: sample {key!r} lacks {missing}")
+                if key in seen:
+                    raise ShardError(f"{path}: sample {key!r} appears twice")
+                seen.add(key)
+                if expected is not None:
+                    if key not in expected:
+                        raise ShardError(f"{path}: sample {key!r} is not listed for this shard in manifest.parquet "
+                                         f"(a stray or replaced sample)")
+                    got = sha256_bytes(s["png"])
+                    if got != expected[key]:
+                        raise ShardError(f"{path}: sample {key!r}: the PNG's sha256 {got[:16]}... differs from "
+                                         f"manifest.parquet's {expected[key][:16]}... (corrupt or replaced image)")
                 meta = json.loads(s["json"])
                 img = s["png"]
                 if decode:
@@ -135,7 +340,7 @@ def iter_split(prepared_dir: str | os.PathLike, split: str, decode: bool = True)
                     img.load()
                     img = img.convert("RGB")
                 yield {
-                    "key": s["__key__"],
+                    "key": key,
                     "image": img,
                     "label": int(s["cls"]),
                     "class_name": meta["class_name"],
@@ -145,8 +350,12 @@ def iter_split(prepared_dir: str | os.PathLike, split: str, decode: bool = True)
                 }
         except ShardError:
             raise
-        except Exception as err:  # tarfile.ReadError, OSError, PIL errors, JSON errors
+        except Exception as err:  # PIL errors, JSON errors, a label that is not an integer
             raise ShardError(f"corrupt shard {path}: {type(err).__name__}: {err}") from err
+        if expected is not None and len(seen) != len(expected):
+            lost = [k for k in expected if k not in seen]
+            raise ShardError(f"{path}: {len(lost)} of the {len(expected)} samples manifest.parquet lists for this "
+                             f"shard are missing (first: {lost[:5]}); the shard is truncated or replaced")
 
 
 @dataclass

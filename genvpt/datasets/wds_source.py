@@ -4,7 +4,9 @@ Each sample needs an image (jpg/jpeg/png/webp) and a label (``cls``, or ``json["
 ``txt`` or ``json["caption"]``. Class names come from ``dataset.class_names`` or the samples' ``json["class_name"]``.
 Shards whose file name starts with ``train`` / ``val`` / ``validation`` / ``test``, or that lie in a ``train/``,
 ``val/`` or ``test/`` folder under ``dataset.path`` (a prepared folder's layout), fix the split; the splits no shard
-ships are carved from the train shards (or from all when none is named).
+ships are carved from the train shards (or from all when none is named). Local shards are checked first
+(:func:`~genvpt.datasets.shards.scan_shard`): a member with an absolute path or ``..``, a link or a device member
+is refused with the shard and member named.
 """
 from __future__ import annotations
 
@@ -12,11 +14,10 @@ import io
 import json
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
-
 from .params import SPLIT_DIRS, DatasetParams
-from .base import Record, Reject, fit_square, to_rgb
+from .base import BadImage, Record, Reject, open_image
 from .registry import Item, register_dataset
+from .shards import scan_shard
 
 IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
 
@@ -49,6 +50,8 @@ class WebDatasetSource:
         names_seen: dict[int, str] = {}
         for url in urls:
             split = _split_of(url, root if root.is_dir() else None)
+            if Path(url).is_file():
+                scan_shard(url)  # ShardError naming the shard and the unsafe member
             try:
                 for s in wds.WebDataset(url, shardshuffle=False, empty_check=False):
                     meta = json.loads(s["json"]) if "json" in s else {}
@@ -66,11 +69,11 @@ class WebDatasetSource:
         self.class_names = list(p.class_names) if p.class_names else [names_seen.get(i, str(i)) for i in range(n)]
 
     def _load(self, sid, raw, label, cap):
+        if not raw:
+            return Reject(sid, "empty image (0 bytes)")
         try:
-            with Image.open(io.BytesIO(raw)) as im:
-                im.load()
-                img = fit_square(to_rgb(im), self.image_size)
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+            img = open_image(io.BytesIO(raw), self.image_size)
+        except BadImage as err:
             return Reject(sid, f"unreadable image bytes: {err}")
         return Record(img, label, self.class_names[label], cap, sid)
 

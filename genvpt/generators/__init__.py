@@ -26,7 +26,7 @@ from typing import Any, Mapping, Optional
 import torch
 from torch import nn
 
-from ..checkpoint import CheckpointError, load_file, save_model, strict_load
+from ..checkpoint import CheckpointError, CheckpointMismatch, load_file, save_model, strict_load
 from .ar import GPT, ARConfig
 from .common import pick_device, sampling
 from .maskgit import MaskGIT, MaskGITConfig
@@ -332,6 +332,33 @@ def _infer_ar(sd, hints: dict, path: str = "") -> ARConfig:
 
 _INFER = {"ar": _infer_ar, "maskgit": _infer_maskgit, "var": _infer_var}
 
+# the keys each family's sizes are read from (before a model can be built to compare every key against)
+_SIZE_SOURCES = {
+    ("ar", None): ("tok_emb.weight", "head.weight", "pos_emb"),
+    ("maskgit", "v1"): ("tok_emb.weight", "pos_emb", "transformer.layers.0.1.fn.net.0.weight"),
+    ("maskgit", "v2"): ("tok_emb.weight", "pos_emb.weight", "cls_emb.weight"),
+    ("var", None): ("word_embed.weight", "head.weight", "class_emb.weight", "pos_1LC", "blocks.0.ffn.fc1.weight"),
+}
+
+
+def _infer_config(family: str, layout: Optional[str], sd: dict[str, torch.Tensor], hints: dict, path: str, what: str):
+    """The config of ``sd``'s model; keys the sizes are read from that are missing or of the wrong rank raise
+    :class:`CheckpointMismatch` naming them (never a bare KeyError)."""
+    need = _SIZE_SOURCES.get((family, layout), ())
+    missing = [k for k in need if k not in sd]
+    if missing:
+        raise CheckpointMismatch(f"{path} ({what})", missing, [], [],
+                                 note="keys the model's sizes are read from are missing")
+    try:
+        return _INFER[family](sd, hints, path)
+    except KeyError as err:
+        raise CheckpointMismatch(f"{path} ({what})", [str(err.args[0]) if err.args else str(err)], [], [],
+                                 note="keys the model's sizes are read from are missing") from None
+    except (ValueError, IndexError, TypeError, ZeroDivisionError) as err:
+        shapes = ", ".join(f"{k}: {tuple(sd[k].shape)}" for k in need if k in sd)
+        raise CheckpointError(f"{path}: cannot read the {what} model's sizes from its weights ({err}); "
+                              f"shapes: {shapes}") from None
+
 # hints that describe the SIZE of a model: a file that disagrees is the wrong size
 _SIZE_KEYS = {
     "ar": ("n_layer", "n_embd", "vocab_size"),
@@ -366,7 +393,7 @@ def _load_official(family: str, sd: dict[str, torch.Tensor], path: str, hints: M
         name = _LAYOUT_NAMES.get((found, layout))
         raise CheckpointError(f"{path} holds a {found!r} generator checkpoint{f' ({name})' if name else ''}, "
                               f"but a {family!r} model was asked for")
-    cfg = _INFER[family](sd, hints, path)
+    cfg = _infer_config(family, layout, sd, hints, path, what)
     wrong = [(k, hints[k], getattr(cfg, k)) for k in _SIZE_KEYS[family] if hints.get(k) is not None and hints[k] != getattr(cfg, k)]
     if wrong:
         desc = ", ".join(f"{k}={have}" for k, _, have in wrong)

@@ -29,7 +29,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..checkpoint import load_file
-from ..training import TrainCheckpoint, cosine_lambda, count_parameters
+from ..training import TrainCheckpoint, check_finite, cosine_lambda, count_parameters
 from .ar import GPT, ARConfig
 from .maskgit import MaskGIT, MaskGITConfig
 from .params import GeneratorParams, GenTrainParams
@@ -223,6 +223,7 @@ def train_generator(
     for step in bar:
         with autocast():
             loss = data.loss(batches(step), train=True)
+        check_finite(loss, step + 1, f"generator {family} training", ckpt)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if tp.grad_clip > 0:

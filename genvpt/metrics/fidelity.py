@@ -13,10 +13,12 @@ tests with hand-computed values, and by callers that already hold features).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import tempfile
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -73,15 +75,32 @@ def inception_available(path: Optional[str | os.PathLike]) -> bool:
     return False
 
 
-def _check_inception_file(path: str | os.PathLike) -> None:
-    # torch-fidelity reads the file with torch.load(weights_only=False); load it with weights_only=True first so a
-    # file carrying pickled code is refused before torch-fidelity touches it.
+def _check_inception_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The Inception state dict of ``path``, read with ``weights_only=True`` (a file carrying pickled code is
+    refused); raises CheckpointError when it is not torch-fidelity's Inception weights."""
     sd = load_file(path)
     if not isinstance(sd, dict) or "fc.weight" not in sd or "Mixed_7c.branch_pool.conv.weight" not in sd:
         raise CheckpointError(
             f"{path} is not torch-fidelity's Inception state dict (weights-inception-2015-12-05-6726825d.pth): "
             f"keys fc.weight / Mixed_7c.* missing"
         )
+    if not all(torch.is_tensor(v) for v in sd.values()):
+        raise CheckpointError(f"{path} holds more than tensors; expected torch-fidelity's Inception state dict")
+    return sd
+
+
+@contextlib.contextmanager
+def _verified_inception_copy(path: str | os.PathLike) -> Iterator[str]:
+    """A private copy of the Inception weights, re-saved from the tensors read with ``weights_only=True``.
+
+    torch-fidelity reads its weights file with ``torch.load(weights_only=False)``; handing it this copy (written by
+    us from plain tensors) instead of ``path`` means no pickle from the user's file is ever executed, even if the
+    file changes between our check and torch-fidelity's read."""
+    sd = _check_inception_file(path)
+    with tempfile.TemporaryDirectory(prefix="genvpt-inception-") as tmp:
+        copy = os.path.join(tmp, "inception.pth")
+        torch.save({k: v.contiguous() for k, v in sd.items()}, copy)
+        yield copy
 
 
 def _tf_options(n1: int, n2: int, *, batch_size: int, isc_splits: int, kid_subsets: int, kid_subset_size: int,
@@ -137,13 +156,13 @@ def fidelity_metrics(
                        cuda=dev.type == "cuda", verbose=verbose)
     common = dict(input1=TensorImages(samples), input2=TensorImages(reals), fid=fid, isc=isc, kid=kid, prc=prc, **opts)
     if inception_available(inception_weights):
-        _check_inception_file(inception_weights)
-        out = calculate_metrics(
-            feature_extractor="inception-v3-compat",
-            feature_extractor_weights_path=str(inception_weights),
-            feature_layer_prc="2048",
-            **common,
-        )
+        with _verified_inception_copy(inception_weights) as weights:
+            out = calculate_metrics(
+                feature_extractor="inception-v3-compat",
+                feature_extractor_weights_path=weights,
+                feature_layer_prc="2048",
+                **common,
+            )
         keys, space = INCEPTION_KEYS, "inception"
     else:
         if clip_model is None:

@@ -6,11 +6,18 @@ Layout of a token directory::
     <dir>/val/shard-000000.tar ...
     <dir>/test/shard-000000.tar ...    (the splits of the prepared dataset: the source has no test)
     <dir>/classes.json                 ["circle", "square", ...]  (index = label)
-    <dir>/meta.json                    family, grid (side of each scale), vocab_size, counts per split, tokenizer
+    <dir>/meta.json                    family, grid (side of each scale), vocab_size, counts per split, tokenizer,
+                                       shards: {split: {shard file: {count, sha256}}} (token_shard_index)
 
 ``tok{k}.npy`` is an integer array [pn_k, pn_k] (int16 when the vocabulary fits, else int32); ``json`` holds
 ``class_name``, ``caption`` (the caption slot: the prepared caption or null) and ``source_id``. Shards are written
 with a fixed mtime, so the same tokens give byte-identical shards.
+
+Reading (:func:`iter_tokens`) checks each shard in the one pass that reads it: the shard files are those
+meta.json's ``shards`` lists, each with its sha256 and sample count (checked once the shard has been read); every
+member is a regular file with a relative path (:func:`~genvpt.datasets.shards.iter_tar_samples`). Folders written before ``shards`` was recorded are checked
+against ``counts`` at the end of the split. Each sample's tokens must fit ``grid`` and ``vocab_size`` and its label
+the class list. Any mismatch is a :class:`TokenShardError` naming the shard file.
 """
 from __future__ import annotations
 
@@ -24,10 +31,11 @@ from typing import Iterable, Iterator, Optional
 import numpy as np
 import torch
 
-from ..datasets.shards import ShardError, shard_paths
-from ..io import read_json
+from ..datasets.shards import ShardError, iter_tar_samples, scan_shard, shard_paths
+from ..io import read_json, sha256_file
 
-__all__ = ["TokenShardError", "TokenData", "write_token_split", "iter_tokens", "load_tokens", "read_token_meta"]
+__all__ = ["TokenShardError", "TokenData", "write_token_split", "iter_tokens", "load_tokens", "read_token_meta",
+           "token_shard_index"]
 
 SHARD_PATTERN = "shard-%06d.tar"
 FIXED_MTIME = 0.0
@@ -96,6 +104,24 @@ def write_token_split(
     return n
 
 
+def token_shard_index(split_dir: str | os.PathLike) -> dict[str, dict]:
+    """``{shard file name: {"count": samples, "sha256": of the file}}`` for the shards of ``split_dir``: what the
+    tokenize stage records in meta.json's ``shards`` for :func:`iter_tokens` to verify."""
+    paths = sorted(Path(split_dir).glob("*.tar"))
+    return {p.name: {"count": len(scan_shard(p, error=TokenShardError)), "sha256": sha256_file(p)} for p in paths}
+
+
+def _class_count(token_dir: Path, meta: dict) -> Optional[int]:
+    path = token_dir / "classes.json"
+    if path.is_file():
+        try:
+            return len(read_json(path))
+        except ValueError as err:
+            raise TokenShardError(str(err)) from None
+    names = meta.get("class_names")
+    return len(names) if names else None
+
+
 def read_token_meta(token_dir: str | os.PathLike) -> dict:
     path = Path(token_dir) / "meta.json"
     if not path.is_file():
@@ -108,21 +134,39 @@ def read_token_meta(token_dir: str | os.PathLike) -> dict:
 
 def iter_tokens(token_dir: str | os.PathLike, split: str) -> Iterator[dict]:
     """Yield ``{"key", "label", "class_name", "caption", "source_id", "scales": [np.int64 [pn*pn] ...], "shard"}``.
-    A corrupt shard, or a sample whose tokens do not fit meta.json, raises :class:`TokenShardError` naming it."""
-    import webdataset as wds
-
+    A corrupt, truncated, unsafe or missing shard, one that does not match meta.json (sha256, sample count), or a
+    sample whose tokens or label do not fit meta.json / the class list raises :class:`TokenShardError` naming it."""
     token_dir = Path(token_dir)
     meta = read_token_meta(token_dir)
     grid, vocab = list(meta["grid"]), int(meta["vocab_size"])
-    for path in shard_paths(token_dir, split, stage="tokenize", error=TokenShardError):
-        ds = wds.WebDataset(str(path), shardshuffle=False, empty_check=False)
+    n_classes = _class_count(token_dir, meta)
+    paths = shard_paths(token_dir, split, stage="tokenize", error=TokenShardError)
+    index = (meta.get("shards") or {}).get(split)
+    if index is not None:
+        names = {p.name for p in paths}
+        gone = sorted(set(index) - names)
+        if gone:
+            raise TokenShardError(f"token shard {token_dir / split / gone[0]} is missing (meta.json lists "
+                                  f"{index[gone[0]]['count']} samples in it; missing: {gone})")
+        stray = sorted(names - set(index))
+        if stray:
+            raise TokenShardError(f"token shard {token_dir / split / stray[0]} is not listed in meta.json (stray or "
+                                  f"replaced shard)")
+    total = 0
+    for path in paths:
+        digest: Optional[dict] = {} if index is not None else None
+        n = 0
         try:
-            for s in ds:
+            for s in iter_tar_samples(path, error=TokenShardError, digest=digest):
                 key = s.get("__key__")
                 need = ["cls", "json"] + [f"tok{k}.npy" for k in range(len(grid))]
                 missing = [k for k in need if k not in s]
                 if missing:
                     raise TokenShardError(f"token shard {path}: sample {key!r} lacks {missing}")
+                label = int(s["cls"])
+                if label < 0 or (n_classes is not None and label >= n_classes):
+                    where = f"the {n_classes} classes of {token_dir} (classes.json)" if n_classes else "any class"
+                    raise TokenShardError(f"token shard {path}: sample {key!r} has label {label}, outside {where}")
                 scales = []
                 for k, side in enumerate(grid):
                     arr = np.load(io.BytesIO(s[f"tok{k}.npy"]), allow_pickle=False)
@@ -137,9 +181,10 @@ def iter_tokens(token_dir: str | os.PathLike, split: str) -> Iterator[dict]:
                         )
                     scales.append(arr.reshape(-1).astype(np.int64))
                 meta_s = json.loads(s["json"])
+                n += 1
                 yield {
                     "key": key,
-                    "label": int(s["cls"]),
+                    "label": label,
                     "class_name": meta_s.get("class_name"),
                     "caption": meta_s.get("caption"),
                     "source_id": meta_s.get("source_id"),
@@ -148,12 +193,24 @@ def iter_tokens(token_dir: str | os.PathLike, split: str) -> Iterator[dict]:
                 }
         except TokenShardError:
             raise
-        except Exception as err:  # tarfile.ReadError, OSError, ValueError from np.load, JSON errors
+        except Exception as err:  # ValueError from np.load or int(cls), JSON errors
             raise TokenShardError(f"corrupt token shard {path}: {type(err).__name__}: {err}") from err
+        total += n
+        if index is not None:
+            if digest.get("sha256") != index[path.name]["sha256"]:
+                raise TokenShardError(f"token shard {path}: its sha256 differs from the one meta.json records (the "
+                                      f"shard was truncated, corrupted or replaced after tokenize wrote it)")
+            if n != index[path.name]["count"]:
+                raise TokenShardError(f"token shard {path}: {n} samples, meta.json says {index[path.name]['count']}")
+    expected = (meta.get("counts") or {}).get(split)
+    if expected is not None and expected != total:
+        raise TokenShardError(f"{token_dir / split}: {total} samples in the shards {[p.name for p in paths]} but "
+                              f"meta.json says {expected} (truncated shard?)")
 
 
 def load_tokens(token_dir: str | os.PathLike, split: str) -> TokenData:
-    """Load a whole split of token shards into memory; checks the sample count against meta.json."""
+    """Load a whole split of token shards into memory (verified by :func:`iter_tokens`: shards, counts, tokens,
+    labels)."""
     token_dir = Path(token_dir)
     meta = read_token_meta(token_dir)
     grid = [int(g) for g in meta["grid"]]
@@ -165,11 +222,6 @@ def load_tokens(token_dir: str | os.PathLike, split: str) -> TokenData:
         labels.append(s["label"])
         keys.append(s["key"])
         caps.append(s["caption"])
-    expected = meta.get("counts", {}).get(split)
-    if expected is not None and expected != len(keys):
-        raise TokenShardError(
-            f"{token_dir / split}: {len(keys)} samples in the shards but meta.json says {expected} (truncated shard?)"
-        )
     if not keys:
         raise TokenShardError(f"split {split!r} of {token_dir} is empty")
     classes_path = token_dir / "classes.json"

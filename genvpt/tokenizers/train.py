@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..checkpoint import CheckpointError, load_file, load_state_dict_file, strict_load
-from ..training import TrainCheckpoint, cosine_lambda
+from ..training import TrainCheckpoint, check_finite, cosine_lambda
 from ..training import resolve_device as _resolve_device
 from .params import MSVQParams, PerceptualParams, TokenizerTrainParams, VQGANParams
 from . import decode_tokens, encode_tokens
@@ -387,6 +387,7 @@ def train_tokenizer(
             d_weight = (nll_grad.norm() / (g_grad.norm() + 1e-4)).clamp(0.0, 1e4).detach() * adv.weight
             loss = loss + d_weight * g_loss
             logs["g_adv"] = g_loss.item()
+        check_finite(loss, step + 1, f"tokenizer {model.family} training", ckpt)
         g_opt.zero_grad(set_to_none=True)
         loss.backward()
         if tp.grad_clip > 0:
@@ -396,6 +397,7 @@ def train_tokenizer(
         if disc is not None and step >= adv.start_step:
             real, fake = disc(x), disc(out.recon.detach())
             d_loss = 0.5 * (F.relu(1.0 - real).mean() + F.relu(1.0 + fake).mean())
+            check_finite(d_loss, step + 1, f"tokenizer {model.family} training (discriminator)", ckpt)
             d_opt.zero_grad(set_to_none=True)
             d_loss.backward()
             d_opt.step()
