@@ -16,9 +16,9 @@ do nothing unless the environment variable ``GENVPT_FAULT`` names one::
     GENVPT_FAULT='checkpoint:*@2'         # SIGKILL this process at the 2nd training checkpoint it writes
     GENVPT_FAULT='write:model.pt:TERM'    # SIGTERM it just before model.pt is renamed into place
 
-Syntax ``<pattern>[@<n>][:KILL|TERM|STOP]``: ``pattern`` is matched with :func:`fnmatch.fnmatch` against the point's
-name, ``n`` (default 1) picks the n-th matching point this process reaches. ``STOP`` freezes the process until a SIGCONT (how a test
-holds a stage mid-run). ``GENVPT_FAULT_LOG=<file>`` appends ``<point> <pid>`` for every point reached to that file
+Syntax ``<pattern>[@<n>][:KILL|TERM|STOP]``: ``pattern`` is matched with :func:`fnmatch.fnmatch` against the
+point's name, ``n`` (default 1) picks the n-th matching point this process reaches. ``STOP`` freezes the process
+until a SIGCONT (how a test holds a stage mid-run). ``GENVPT_FAULT_LOG=<file>`` appends ``<point> <pid>`` for every point reached to that file
 (how a harness learns where a stage can be stopped). ``tests/test_faults.py`` kills every
 stage of dvc.yaml this way, reruns it and compares the outputs with an uninterrupted run's byte for byte.
 """
@@ -61,7 +61,8 @@ def _parse(spec: str) -> tuple[str, int, int]:
         try:
             nth = int(n)
         except ValueError:
-            raise ValueError(f"{FAULT_ENV}={spec!r}: '@{n}' is not a count; syntax <pattern>[@<n>][:KILL|TERM|STOP]") from None
+            raise ValueError(f"{FAULT_ENV}={spec!r}: '@{n}' is not a count; "
+                             "syntax <pattern>[@<n>][:KILL|TERM|STOP]") from None
     return pattern, nth, _SIGNALS[sig]
 
 

@@ -11,9 +11,9 @@ from typing import Any
 
 import torch
 
-# keys / columns that describe the run itself, not its result: seconds, throughput, memory, load, the step it resumed from
-VOLATILE = re.compile(r"(seconds?|(^|_)s$|per_s$|per_sec|time|elapsed|memory|_mb$|rss|throughput|_ms$|per_second|load_average|resumed)",
-                      re.IGNORECASE)
+# keys / columns that describe the run itself, not its result: seconds, throughput, memory, load, where it resumed
+VOLATILE = re.compile(r"(seconds?|(^|_)s$|per_s$|per_sec|time|elapsed|memory|_mb$|rss|throughput|_ms$|per_second"
+                      r"|load_average|resumed)", re.IGNORECASE)
 
 
 def _norm(obj: Any, where: str) -> Any:

@@ -12,8 +12,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# one configuration per backbone, covering a prompt method, a semantic (CLIP) method and a peft one
-CONFIGS = ("vpt-ar", "vpt-maskgit", "mvp")
+# a prompt method on the AR (class-token prompts) and on VAR with its CLIP loss (MVP): the two adaptation code paths
+CONFIGS = ("vpt-ar", "mvp")
 
 
 def tiny_params(configs: tuple[str, ...] = CONFIGS) -> dict:

@@ -2,14 +2,15 @@
 
 The whole dvc.yaml pipeline runs once at toy size (tests/_tiny_pipeline.py) as the uninterrupted reference, each
 stage recording the fail points it passes. Then, for every stage of dvc.yaml, a copy of that workspace loses the
-stage's outputs and the stage is run the way DVC runs it (outputs removed first) and killed with SIGKILL, one run
-after the other, at: its first write (early), just after its first training checkpoint (mid-training) and its last
-write (its outputs computed, the final rename pending); finally it runs to the end. After every kill nothing in a
-final output location may hold partial content (each file there equals the reference's), and after the last run
-every output equals the uninterrupted run's (tensors bit for bit; only fields that measure the run itself, such as
-seconds and peak memory, may differ: _same_outputs.py) and no temporary file is left behind.
+stage's outputs and the stage is run the way DVC runs it (outputs removed first) and stopped, one run after the
+other, by SIGTERM at its first write (a pre-emption; mid-training for a training stage), SIGKILL just after its
+first training checkpoint and SIGKILL at its last write (its outputs computed, the final rename pending); finally
+it runs to the end. After every stop nothing in a final output location may hold partial content (each file there
+equals the reference's); after a SIGTERM the exit is clean (status 143, no traceback, no temporary file); after the
+last run every output equals the uninterrupted run's (tensors bit for bit; only fields that describe the run
+itself, such as seconds and peak memory, may differ: _same_outputs.py) and no temporary file is left behind.
 
-Also: SIGTERM (pre-emption) exits cleanly with status 143 keeping the last checkpoint; the Prefect flow killed
+Also: SIGTERM later in training keeps the last checkpoint and the rerun resumes from it; the Prefect flow killed
 between stages picks up where it stopped; two `dvc repro` in one checkout do not both run.
 """
 from __future__ import annotations
@@ -105,15 +106,15 @@ def _instance(cmds: dict, stage: str) -> str:
 
 
 def kill_plan(points: list[str]) -> list[str]:
-    """GENVPT_FAULT specs: the first write, just after the first training checkpoint, the last write."""
+    """GENVPT_FAULT specs, in turn: SIGTERM (pre-emption) at the first write (mid-training for a training stage),
+    SIGKILL just after the first training checkpoint, SIGKILL at the last write (outputs computed, the final rename
+    pending). Each run resumes what the previous one left, so each point is one a resumed run still reaches."""
     writes = [p for p in points if p.startswith("write")]
     assert writes, f"the stage passes no write point: {points}"
-    plan = [f"{writes[0]}@1"]
+    plan = [f"{writes[0]}@1:TERM"]
     if any(p.startswith("checkpoint:") for p in points):
         plan.append("checkpoint:*@1")
-    last = f"{writes[-1]}@{writes.count(writes[-1])}"
-    if last not in plan:
-        plan.append(last)
+    plan.append(f"{writes[-1]}@{writes.count(writes[-1])}")
     return plan
 
 
@@ -149,9 +150,12 @@ def test_stage_killed_repeatedly_then_rerun_gives_the_uninterrupted_outputs(refe
     for spec in plan:
         _remove_outs(ws, outs)
         r = _run(ws, cmd, GENVPT_FAULT=spec)
-        assert r.returncode == -signal.SIGKILL, (
-            f"{name} was not killed at {spec} (rc {r.returncode}); points {points[name]}\n{r.stderr[-2000:]}")
-        _assert_nothing_partial(ws, ref, outs, f"{name} killed at {spec}")
+        term = spec.endswith(":TERM")
+        assert r.returncode == (PREEMPTED_EXIT_CODE if term else -signal.SIGKILL), (
+            f"{name} was not stopped at {spec} (rc {r.returncode}); points {points[name]}\n{r.stderr[-2000:]}")
+        _assert_nothing_partial(ws, ref, outs, f"{name} stopped at {spec}")
+        if term:
+            assert "Traceback" not in r.stderr and not _leftovers(ws), f"{name}: SIGTERM must exit cleanly"
     _remove_outs(ws, outs)
     r = _run(ws, cmd)
     assert r.returncode == 0, f"{name} rerun after {plan} failed:\n{r.stderr[-3000:]}"
@@ -262,3 +266,26 @@ def test_second_dvc_repro_in_one_checkout_fails_clearly_and_corrupts_nothing(ref
 
         with Repo(str(ws)) as repo:
             assert repo.status(targets=["prepare_source"]) == {}
+
+
+def test_parallel_experiments_leave_complete_cache_entries(tmp_path):
+    """Two `dvc exp run --temp` at once write into one DVC cache; afterwards a run with either's params is a cache
+    hit, and what the cache holds equals a forced recomputation byte for byte."""
+    ws = make_repo_copy(tmp_path / "repo", yaml.safe_dump(tiny_params(), sort_keys=False))
+    dvc = [sys.executable, "-m", "dvc"]
+    env = _env()
+    runs = [subprocess.Popen(dvc + ["exp", "run", "--temp", "-S", f"dataset.seed={s}", "-n", f"seed{s}", "prepare"],
+                             cwd=ws, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            for s in (1, 2)]
+    for p in runs:
+        out, _ = p.communicate(timeout=600)
+        assert p.returncode == 0, out[-3000:]
+    for seed in (1, 2):
+        r = subprocess.run(dvc + ["exp", "run", "-S", f"dataset.seed={seed}", "prepare"], cwd=ws, env=env,
+                           capture_output=True, text=True)
+        assert r.returncode == 0 and "is cached" in r.stdout + r.stderr, r.stdout + r.stderr
+        cached = tmp_path / f"cached-{seed}"
+        shutil.copytree(ws / "data/prepared/target", cached)
+        r = subprocess.run(dvc + ["repro", "--force", "prepare"], cwd=ws, env=env, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert not differences(ws / "data/prepared/target", cached), f"seed {seed}: the cache entry differs"
