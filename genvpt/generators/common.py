@@ -73,9 +73,12 @@ class KVCache:
         return self.k[:, :, :self.pos], self.v[:, :, :self.pos]
 
 
-# On CPU, torch's fused SDPA kernels are slow for the short sequences of the embedded models (the flash kernel's
-# backward took 40% of a VAR training step): up to this many attention-matrix entries (B*H*Tq*Tk) the explicit
-# softmax(q k^T) v is used there, 1.5x faster per training step under bf16 autocast. GPUs always take SDPA.
+# On CPU, torch's fused SDPA kernels are slow to train the short sequences of the embedded models (the flash
+# kernel's backward took 40% of a VAR training step): when a gradient is recorded, up to this many attention-matrix
+# entries (B*H*Tq*Tk) the explicit softmax(q k^T) v is used there, 1.5x faster per training step under bf16
+# autocast. Without a gradient (every sampler, evaluation) SDPA is faster: VAR-d16 sampling at batch 2 spent 6.7 s
+# in the explicit product against 1.8 s in SDPA (issue #16; benchmarks/var_speed.py measures both). GPUs always
+# take SDPA.
 MATH_ATTENTION_MAX_ENTRIES = 1 << 24
 
 
@@ -114,7 +117,7 @@ def attend(
 
 
 def _use_math(q: torch.Tensor, k: torch.Tensor, dropout_p: float) -> bool:
-    return (q.device.type == "cpu" and dropout_p == 0.0
+    return (q.device.type == "cpu" and dropout_p == 0.0 and torch.is_grad_enabled()
             and q.shape[:-2].numel() * q.shape[-2] * k.shape[-2] <= MATH_ATTENTION_MAX_ENTRIES)
 
 
