@@ -3,18 +3,19 @@
 The whole dvc.yaml pipeline runs once at toy size (tests/_tiny_pipeline.py) as the uninterrupted reference, each
 stage recording the fail points it passes. Then, for every stage of dvc.yaml, a copy of that workspace loses the
 stage's outputs and the stage is run the way DVC runs it (outputs removed first) and stopped, one run after the
-other, by SIGTERM at its first write (a pre-emption; mid-training for a training stage), SIGKILL just after its
-first training checkpoint and SIGKILL at its last write (its outputs computed, the final rename pending); finally
-it runs to the end. After every stop nothing in a final output location may hold partial content (each file there
-equals the reference's); after a SIGTERM the exit is clean (status 143, no traceback, no temporary file); after the
-last run every output equals the uninterrupted run's (tensors bit for bit; only fields that describe the run
-itself, such as seconds and peak memory, may differ: _same_outputs.py) and no temporary file is left behind.
+other: SIGKILL at its first write (early), SIGKILL just after its first training checkpoint (mid-training), SIGTERM
+(a pre-emption) and SIGKILL at its last write (its outputs computed, the final rename pending); finally it runs to
+the end. After every stop nothing in a final output location may hold partial content (each file there equals the
+reference's); after a SIGTERM the exit is clean (status 143, no traceback, no temporary file); after the last run
+every output equals the uninterrupted run's (tensors bit for bit; only fields that describe the run itself, such as
+seconds and peak memory, may differ: _same_outputs.py) and no temporary file is left behind.
 
-Also: SIGTERM later in training keeps the last checkpoint and the rerun resumes from it; the Prefect flow killed
+Also: SIGTERM mid-training keeps the last checkpoint and the rerun resumes from it; the Prefect flow killed
 between stages picks up where it stopped; two `dvc repro` in one checkout do not both run.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import os
 import shlex
@@ -90,13 +91,32 @@ def reference(tmp_path_factory):
     base = tmp_path_factory.mktemp("faults")
     ws = make_repo_copy(base / "reference", yaml.safe_dump(tiny_params(), sort_keys=False))
     cmds = stage_commands(ws)
-    points: dict[str, list[str]] = {}
-    for name, c in cmds.items():
-        trace = base / f"{name}.trace"
-        r = _run(ws, c["cmd"], GENVPT_FAULT_LOG=str(trace))
+
+    def run(name: str) -> str:
+        r = _run(ws, cmds[name]["cmd"], GENVPT_FAULT_LOG=str(base / f"{name}.trace"))
         assert r.returncode == 0, f"{name} failed in the reference run:\n{r.stderr[-3000:]}"
-        points[name] = _points(trace)
-    return ws, cmds, points
+        return name
+
+    # two single-threaded stages at a time (two cores), each as soon as the stages writing its inputs are done
+    upstream = {n: {m for m in cmds
+                    if m != n and any(_overlaps(d, o) for d in cmds[n]["deps"] for o in cmds[m]["outs"])}
+                for n in cmds}
+    done: set[str] = set()
+    running: dict = {}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        while len(done) < len(cmds):
+            for n in cmds:
+                if n not in done and n not in running and upstream[n] <= done and len(running) < 2:
+                    running[n] = pool.submit(run, n)
+            finished, _ = concurrent.futures.wait(running.values(), return_when=concurrent.futures.FIRST_COMPLETED)
+            for n in [n for n, f in running.items() if f in finished]:
+                running.pop(n).result()
+                done.add(n)
+    return ws, cmds, {n: _points(base / f"{n}.trace") for n in cmds}
+
+
+def _overlaps(dep: str, out: str) -> bool:
+    return dep == out or dep.startswith(out.rstrip("/") + "/") or out.startswith(dep.rstrip("/") + "/")
 
 
 def _instance(cmds: dict, stage: str) -> str:
@@ -106,15 +126,19 @@ def _instance(cmds: dict, stage: str) -> str:
 
 
 def kill_plan(points: list[str]) -> list[str]:
-    """GENVPT_FAULT specs, in turn: SIGTERM (pre-emption) at the first write (mid-training for a training stage),
-    SIGKILL just after the first training checkpoint, SIGKILL at the last write (outputs computed, the final rename
-    pending). Each run resumes what the previous one left, so each point is one a resumed run still reaches."""
+    """GENVPT_FAULT specs, in turn: SIGKILL at the first write (early), SIGKILL just after the first training
+    checkpoint (mid-training), SIGTERM (pre-emption) and then SIGKILL at the last write (outputs computed, the final
+    rename pending). Each run resumes what the previous one left, so each point is one a resumed run still reaches
+    (mid-training SIGTERM has its own test below)."""
     writes = [p for p in points if p.startswith("write")]
     assert writes, f"the stage passes no write point: {points}"
-    plan = [f"{writes[0]}@1:TERM"]
+    plan = [f"{writes[0]}@1"]
     if any(p.startswith("checkpoint:") for p in points):
         plan.append("checkpoint:*@1")
-    plan.append(f"{writes[-1]}@{writes.count(writes[-1])}")
+    last = f"{writes[-1]}@{writes.count(writes[-1])}"
+    plan.append(f"{last}:TERM")
+    if last not in plan:
+        plan.append(last)
     return plan
 
 
@@ -165,7 +189,8 @@ def test_stage_killed_repeatedly_then_rerun_gives_the_uninterrupted_outputs(refe
 
 
 # adapt: pre-empted at seed 1's checkpoint (seed 0 finished: the rerun keeps it); the generator at its first one
-@pytest.mark.parametrize("stage,spec", [("adapt", "checkpoint:*@2:TERM"), ("pretrain_generator", "checkpoint:*@1:TERM")])
+@pytest.mark.parametrize("stage,spec", [("adapt", "checkpoint:*@2:TERM"),
+                                        ("pretrain_generator", "checkpoint:*@1:TERM")])
 def test_sigterm_exits_cleanly_with_the_checkpoint_kept_and_the_rerun_resumes(reference, stage, spec, tmp_path):
     ref, cmds, points = reference
     name = _instance(cmds, stage)
