@@ -243,15 +243,27 @@ def test_flow_killed_between_stages_picks_up_where_it_stopped(prefect_harness, t
 
     from flows.pipeline import pipeline
 
-    ws = make_repo_copy(tmp_path / "repo", yaml.safe_dump(tiny_params(), sort_keys=False))
+    params = tiny_params()
+    params["prefect"]["retries"] = 0  # a killed stage fails the flow at once
+    ws = make_repo_copy(tmp_path / "repo", yaml.safe_dump(params, sort_keys=False))
     target = "pretrain_tokenizer@vqgan"
     r = subprocess.run([sys.executable, "-m", "flows.pipeline", "--stages", target], cwd=ws,
-                       env=_env(GENVPT_FAULT="flow:after:prepare_source", PREFECT_API_URL=str(PREFECT_API_URL.value())),
+                       env=_env(GENVPT_FAULT="flow:after:prepare_source",
+                                PREFECT_API_URL=str(PREFECT_API_URL.value())),
                        capture_output=True, text=True)
     assert r.returncode == -signal.SIGKILL, r.stderr[-3000:]
     with contextlib.chdir(ws), Repo(str(ws)) as repo:
         stale = repo.status(targets=["prepare_source", target])
     assert "prepare_source" not in stale and target in stale, stale  # DVC: the first stage done, the second not
+    # the flow again, its stage (run by DVC) killed while writing model.pt: DVC still sees the stage as not done and
+    # nothing sits in its final location
+    r = subprocess.run([sys.executable, "-m", "flows.pipeline", "--stages", target], cwd=ws,
+                       env=_env(GENVPT_FAULT="write:model.pt@1", PREFECT_API_URL=str(PREFECT_API_URL.value())),
+                       capture_output=True, text=True)
+    assert r.returncode != 0
+    with contextlib.chdir(ws), Repo(str(ws)) as repo:
+        assert target in repo.status(targets=[target])
+    assert not (ws / "data/tokenizers/vqgan/model.pt").exists()
     results = pipeline(stages=[target], root=str(ws))
     assert [(x["stage"], x["ran"]) for x in results] == [("prepare_source", False), (target, True)]
     with contextlib.chdir(ws), Repo(str(ws)) as repo:
