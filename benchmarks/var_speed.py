@@ -19,7 +19,8 @@ Modes:
 
 Parity of bf16 with fp32: teacher-forced next-scale argmax agreement of the embedded default's trained VAR
 (``data/generators/var/model.pt``) on the target's token shards (``data/tokens/msvq/target``) when they exist, and of
-the random d16 model on random tokens.
+the random d16 model on random tokens; and FD-CLIP (the scoring CLIP) between that VAR's sample sets drawn in fp32 and
+in bf16 at two sampling seeds each, next to the FD between the two fp32 seeds (the sampling noise).
 
 Writes benchmarks/results/var_speed.json (``--smoke``: a d2 model, batch 1, a temporary folder).
 """
@@ -42,7 +43,8 @@ import torch  # noqa: E402
 from benchmarks._common import load_repo_params, save_results  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-D16 = {"depth": 16, "vocab_size": 4096, "Cvae": 32, "num_classes": 1000, "patch_nums": [1, 2, 3, 4, 5, 6, 8, 10, 13, 16]}
+D16 = {"depth": 16, "vocab_size": 4096, "Cvae": 32, "num_classes": 1000,
+       "patch_nums": [1, 2, 3, 4, 5, 6, 8, 10, 13, 16]}
 OFFICIAL_SAMPLE = {"cfg": 1.5, "top_k": 900, "top_p": 0.96, "temperature": 1.0}
 OFFICIAL_SECONDS = {2: [50.0, 52.0], 8: [109.0, 112.0]}
 MODES = ("fp32-math", "fp32", "bf16")
@@ -57,7 +59,8 @@ declared_overrides = {
     "var_speed.repeats": "timed runs per batch and mode, interleaved; the median is reported (--repeats)",
     "var_speed.official_seconds": "the official code's seconds per batch quoted from issue #16 (load about 4, with "
                                   "VAE decoding): context only, not comparable with the seconds measured here",
-    "var_speed.parity_model": "the embedded default's trained VAR and target tokens used for the bf16 parity check",
+    "var_speed.parity_model": "the embedded default's trained VAR (and its tokenizer) and target tokens used for the "
+                              "bf16 parity checks",
 }
 
 
@@ -75,6 +78,10 @@ def settings(params) -> dict:
         "var_speed.repeats": 3,
         "var_speed.official_seconds": {str(k): v for k, v in OFFICIAL_SECONDS.items()},
         "var_speed.parity_model": {"generator": "data/generators/var/model.pt", "tokens": "data/tokens/msvq/target"},
+        "generator.var.sample": var.sample.model_dump(),
+        "sample.images_per_class": params.sample.images_per_class,
+        "sample.batch_size": params.sample.batch_size,
+        "clip.pretrained": params.clip.pretrained,
     }
 
 
@@ -160,6 +167,51 @@ def parity(st: dict, model, smoke: bool) -> dict:
     return out
 
 
+def fd_parity(st: dict, params, smoke: bool) -> dict:
+    """FD-CLIP between sample sets of the embedded default's trained VAR drawn in fp32 and under bf16 autocast, two
+    sampling seeds each, against FD between the two fp32 seeds (the sampling noise): params' generator.var.sample,
+    sample.images_per_class per class, the scoring CLIP (clip.pretrained)."""
+    gen = ROOT / st["var_speed.parity_model"]["generator"]
+    tokens = ROOT / st["var_speed.parity_model"]["tokens"]
+    clip_path = ROOT / st["clip.pretrained"]
+    if not (gen.is_file() and clip_path.is_file() and (tokens / "meta.json").is_file()):
+        return {"not_run": f"{gen}, {clip_path} or {tokens} missing (run the pipeline first)"}
+    from genvpt.adaptation.run import tokenizer_of_tokens
+    from genvpt.backbones import load_backbone
+    from genvpt.metrics.features import encode_images
+    from genvpt.metrics.fidelity import feature_metrics
+    from genvpt.metrics.scoring import load_scoring_clip
+
+    bb = load_backbone("var", gen, ROOT / tokenizer_of_tokens(tokens), device="cpu",
+                       sample_defaults=dict(st["generator.var.sample"]))
+    clip = load_scoring_clip(params, clip_path)
+    per_class = 2 if smoke else int(st["sample.images_per_class"])
+    labels = torch.arange(bb.generator.num_classes).repeat_interleave(per_class)
+    feats, secs = {}, {}
+    for prec in ("fp32", "bf16"):
+        for seed in (0, 1):
+            ctx = torch.autocast("cpu", dtype=torch.bfloat16) if prec == "bf16" else contextlib.nullcontext()
+            t0 = time.perf_counter()
+            with ctx:
+                imgs = bb.sample_images(labels, seed=seed, batch_size=int(st["sample.batch_size"]))
+            secs[f"{prec}_seed{seed}"] = round(time.perf_counter() - t0, 2)
+            feats[(prec, seed)] = encode_images(clip, imgs)
+
+    def fd(a, b) -> float:
+        m = feature_metrics(feats[a], feats[b], kid_subsets=2, kid_subset_size=min(100, len(labels)))
+        return round(m["fd_clip"], 5)
+
+    return {
+        "images_per_set": int(len(labels)),
+        "fd_fp32_seed0_vs_fp32_seed1": fd(("fp32", 0), ("fp32", 1)),
+        "fd_bf16_seed0_vs_bf16_seed1": fd(("bf16", 0), ("bf16", 1)),
+        "fd_bf16_seed0_vs_fp32_seed1": fd(("bf16", 0), ("fp32", 1)),
+        "fd_fp32_seed0_vs_bf16_seed1": fd(("fp32", 0), ("bf16", 1)),
+        "fd_bf16_seed0_vs_fp32_seed0": fd(("bf16", 0), ("fp32", 0)),
+        "sampling_seconds": secs,
+    }
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--batches", type=int, nargs="*", default=None)
@@ -190,6 +242,7 @@ def main(argv=None) -> dict:
                   f"x{r.get('speedup_vs_fp32_math', 1.0)} vs fp32-math", flush=True)
             rows.append(r)
     par = parity(st, model, args.smoke)
+    par["fd_clip_embedded_var"] = fd_parity(st, params, args.smoke)
     print("bf16 parity:", par, flush=True)
     results = {"rows": rows, "bf16_parity": par, "torch": torch.__version__, "threads": torch.get_num_threads()}
     save_results("var_speed", results, settings=st, declared=declared_overrides, params=params, smoke=args.smoke)
