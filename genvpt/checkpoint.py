@@ -39,6 +39,7 @@ __all__ = [
     "refuse_nonfinite",
     "strict_load",
     "save_model",
+    "save_state_file",
     "load_model_file",
 ]
 
@@ -310,13 +311,16 @@ def save_model(path: str | os.PathLike, model: torch.nn.Module, family: str, con
     A model whose weights hold NaN or inf raises :class:`NonFiniteWeights` and nothing is written (buffers may
     hold inf, e.g. attention masks)."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    refuse_nonfinite(state, f"{family} model {path}", allow_inf=_buffer_names(model))
-    payload = {
-        "family": family,
-        "config": dict(config),
-        "state_dict": state,
-        "meta": dict(meta),
-    }
+    return save_state_file(path, family, config, state, what=f"{family} model {path}",
+                           allow_inf=_buffer_names(model), **meta)
+
+
+def save_state_file(path: str | os.PathLike, family: str, config: Mapping[str, Any], state: Mapping[str, Any], *,
+                    what: str, allow_inf: Iterable[str] = (), **meta: Any) -> Path:
+    """Write ``{"family", "config", "state_dict", "meta"}`` atomically; :class:`NonFiniteWeights` (naming ``what``)
+    and nothing written when ``state`` holds NaN or inf outside ``allow_inf``."""
+    refuse_nonfinite(state, what, allow_inf=allow_inf)
+    payload = {"family": family, "config": dict(config), "state_dict": dict(state), "meta": dict(meta)}
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
     return Path(path)

@@ -1,11 +1,11 @@
 """Base class for every params section (kept import-free so area modules can use it without cycles)."""
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Optional
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-__all__ = ["StrictModel", "KeyedErrors"]
+__all__ = ["StrictModel", "KeyedErrors", "error_items", "describe_errors"]
 
 
 class KeyedErrors(ValueError):
@@ -22,3 +22,24 @@ class StrictModel(BaseModel):
     """A params section: unknown keys are errors, values are immutable once loaded."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+
+def error_items(err: ValidationError, fields: Optional[list[str]], prefix: str = "",
+                what: str = "") -> list[tuple[str, str]]:
+    """(dotted key, message) per error of ``err``, its keys prefixed with ``prefix`` (when given); unknown keys list
+    the allowed ``fields`` (``what`` says whose, e.g. "method mvp")."""
+    out = []
+    for e in err.errors():
+        key = ".".join([*([prefix] if prefix else []), *(str(p) for p in e["loc"])]) or "<root>"
+        if e["type"] == "extra_forbidden":
+            whose = f" for {what}" if what else ""
+            out.append((key, f"unknown key{whose}; allowed: {', '.join(sorted(fields or []))}"))
+        else:
+            msg = e["msg"][len("Value error, "):] if e["msg"].startswith("Value error, ") else e["msg"]
+            out.append((key, f"{msg} (got {e.get('input')!r})" + (f" [{what}]" if what else "")))
+    return out
+
+
+def describe_errors(err: ValidationError, fields: Optional[list[str]] = None) -> str:
+    """``key: message; ...`` of :func:`error_items` (keys relative to the validated model)."""
+    return "; ".join(f"{k}: {m}" for k, m in error_items(err, fields))

@@ -22,7 +22,7 @@ from .io import atomic_path
 log = logging.getLogger(__name__)
 
 __all__ = ["seed_everything", "TrainCheckpoint", "cosine_lambda", "write_curve", "count_parameters", "peak_memory_mb",
-           "NonFiniteLoss", "NonFiniteWeights", "check_finite"]
+           "NonFiniteLoss", "NonFiniteWeights", "check_finite", "adapter_state", "load_adapter_state"]
 
 
 class NonFiniteLoss(RuntimeError):
@@ -206,3 +206,29 @@ class AdapterState(torch.nn.Module):
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):  # type: ignore[override]
         self._method[0].load_adapter_state_dict(state_dict, source="training checkpoint")
+
+
+def adapter_state(own: torch.nn.Module, wrapped: torch.nn.Module, prefix: str) -> dict[str, torch.Tensor]:
+    """What an adapter's trained file stores: ``own``'s whole state (parameters and buffers) and the parameters of
+    the ``wrapped`` frozen model that train, as ``<prefix>.<name>`` (LoRA's matrices, every weight when
+    fine-tuning)."""
+    out = {k: v.detach().cpu().clone() for k, v in own.state_dict().items()}
+    for n, p in wrapped.named_parameters():
+        if p.requires_grad:
+            out[f"{prefix}.{n}"] = p.detach().cpu().clone()
+    return out
+
+
+def load_adapter_state(own: torch.nn.Module, wrapped: torch.nn.Module, prefix: str, sd: Mapping[str, torch.Tensor],
+                       source: str = "<adapter>") -> None:
+    """Copy a file of :func:`adapter_state` back, checked first (keys, shapes and dtypes, naming ``source``)."""
+    from .checkpoint import check_state_dict
+
+    sd = check_state_dict(adapter_state(own, wrapped, prefix), sd, source=source)
+    mine = own.state_dict()
+    theirs = dict(wrapped.named_parameters())
+    cut = len(prefix) + 1
+    with torch.no_grad():
+        for k, v in sd.items():
+            t = theirs[k[cut:]] if k.startswith(prefix + ".") else mine[k]
+            t.copy_(v.to(t.device, t.dtype))

@@ -58,8 +58,9 @@ def tiny_params(configs: tuple[str, ...] = CONFIGS) -> dict:
 
 
 def stage_commands(root: Path) -> dict[str, dict]:
-    """{stage name: {"cmd", "outs", "deps"}} of dvc.yaml as DVC resolves it against ``root``'s params.yaml, in
-    dependency order (root must be a DVC repository)."""
+    """{stage name: {"cmd", "outs", "deps", "upstream"}} of dvc.yaml as DVC resolves it against ``root``'s
+    params.yaml, in dependency order; ``upstream``: the stages whose outputs it reads (root must be a DVC
+    repository)."""
     import networkx as nx
     from dvc.repo import Repo
 
@@ -74,5 +75,6 @@ def stage_commands(root: Path) -> dict[str, dict]:
                 "cmd": st.cmd,
                 "outs": [str(o.def_path) for o in st.outs],
                 "deps": [str(d.def_path) for d in st.deps],
+                "upstream": {s.addressing for s in graph.successors(st)},
             }
     return out

@@ -21,12 +21,7 @@ def clip_with(width: int, patch: int, image: int, seed: int = 0):
         "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}).freeze()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread for tiny models
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +50,18 @@ def test_in_range_tokens_re_embed_exactly(full_rank, deficient):
     assert not invd.full_rank and invd.rank == 48
     inside = embed_patches(vd, torch.randn(2, 3, 3, 4, 4, generator=g))  # [2, 3, 64], in range by construction
     assert torch.allclose(embed_patches(vd, invert_tokens(invd, inside, ln_invariant=False)), inside, atol=1e-5)
+
+
+def test_a_conv1_bias_is_subtracted_before_the_solve():
+    clip = clip_with(64, 8, 32)
+    v = clip.model.visual
+    conv = torch.nn.Conv2d(3, 64, 8, stride=8, bias=True)
+    with torch.no_grad():
+        conv.weight.copy_(v.conv1.weight)
+        conv.bias.normal_(0, 0.5)
+    v.conv1 = conv
+    t = torch.randn(2, 4, 64, generator=torch.Generator().manual_seed(3))
+    assert torch.allclose(embed_patches(v, invert_tokens(patch_inverse(v), t)), t, atol=1e-5)
 
 
 def test_append_placement_reproduces_the_token_prompted_model(full_rank):

@@ -48,13 +48,7 @@ PARAMS = ClassifyParams(train={"steps": 20, "batch_size": 16, "augment": {"enabl
                                "checkpoint_every": 5}, configs=CONFIGS)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models on a shared CPU: one torch thread is many times faster than contended ones."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread for tiny models
 
 
 @pytest.fixture(scope="module")

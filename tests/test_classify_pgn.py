@@ -45,13 +45,7 @@ def reference_features(visual, x, prompts):
     return _layer_norm(h[:, 0], visual.ln_post) @ visual.proj
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on a shared 2-core CPU contended threads made these steps ~5x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread for tiny models
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,9 @@ import torch
 from torch import nn
 
 from ..backbones.base import Backbone, Injections
+from ..registry import Registry
 from ..schema import StrictModel
+from ..training import adapter_state, load_adapter_state
 
 __all__ = ["Method", "MethodInfo", "METHODS", "register_method", "method_class", "NoParams"]
 
@@ -116,40 +118,12 @@ class Method(nn.Module):
     def adapter_state_dict(self) -> dict[str, torch.Tensor]:
         """What a trained file stores: the method's own state (parameters and buffers) and the backbone weights
         that train (``generator.*``)."""
-        out = {k: v.detach().cpu().clone() for k, v in self.state_dict().items()}
-        for n, p in self.backbone.generator.named_parameters():
-            if p.requires_grad:
-                out[f"generator.{n}"] = p.detach().cpu().clone()
-        return out
+        return adapter_state(self, self.backbone.generator, "generator")
 
     def load_adapter_state_dict(self, sd: dict[str, torch.Tensor], source: str = "<adapter>") -> None:
-        from ..checkpoint import check_state_dict
-
-        sd = check_state_dict(self.adapter_state_dict(), sd, source=source)  # keys, shapes and dtypes
-        own = self.state_dict()
-        gen = dict(self.backbone.generator.named_parameters())
-        with torch.no_grad():
-            for k, v in sd.items():
-                t = gen[k[len("generator."):]] if k.startswith("generator.") else own[k]
-                t.copy_(v.to(t.device, t.dtype))
+        load_adapter_state(self, self.backbone.generator, "generator", sd, source)
 
 
-METHODS: dict[str, type[Method]] = {}
-
-
-def register_method(name: str, cls: type[Method], *, replace: bool = False) -> type[Method]:
-    """Register an adaptation method (``cls.name`` must equal ``name``)."""
-    if name in METHODS and not replace and METHODS[name] is not cls:
-        raise ValueError(f"method {name!r} is already registered ({METHODS[name].__name__})")
-    if cls.name != name:
-        raise ValueError(f"{cls.__name__}.name is {cls.name!r}, registered as {name!r}")
-    METHODS[name] = cls
-    return cls
-
-
-def method_class(name: str) -> type[Method]:
-    if name not in METHODS:
-        from . import methods  # noqa: F401  (the built-in registry lines)
-    if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; registered: {', '.join(sorted(METHODS))}")
-    return METHODS[name]
+METHODS: Registry[Method] = Registry("method", builtins="genvpt.adaptation.methods")
+register_method = METHODS.register  # register_method(name, cls, *, replace=False): one line per method
+method_class = METHODS.lookup

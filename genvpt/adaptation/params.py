@@ -14,10 +14,9 @@ from typing import Any, Literal, Optional
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from ..schema import KeyedErrors, StrictModel
+from ..schema import KeyedErrors, StrictModel, error_items
 
-__all__ = ["TrainSettings", "AdaptationConfig", "AdaptationParams", "MemoryBenchmarkParams", "describe_errors",
-           "error_items"]
+__all__ = ["TrainSettings", "AdaptationConfig", "AdaptationParams", "MemoryBenchmarkParams"]
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _RESERVED = ("backbone", "tokenizer", "method", "train")
@@ -43,34 +42,6 @@ class TrainSettings(StrictModel):
         if not all(0.0 <= b < 1.0 for b in v):
             raise ValueError(f"betas must lie in [0, 1), got {list(v)}")
         return v
-
-
-def error_items(err: ValidationError, fields: Optional[list[str]], prefix: str, what: str = "") -> list[tuple[str, str]]:
-    """(full dotted key, message) per error of ``err``, its keys prefixed with ``prefix``; unknown keys list the
-    allowed ``fields`` (``what`` says whose, e.g. "method mvp")."""
-    out = []
-    for e in err.errors():
-        key = ".".join([prefix, *(str(p) for p in e["loc"])]) if e["loc"] else prefix
-        if e["type"] == "extra_forbidden":
-            whose = f" for {what}" if what else ""
-            out.append((key, f"unknown key{whose}; allowed: {', '.join(sorted(fields or []))}"))
-        else:
-            msg = e["msg"][len("Value error, "):] if e["msg"].startswith("Value error, ") else e["msg"]
-            out.append((key, f"{msg} (got {e.get('input')!r})" + (f" [{what}]" if what else "")))
-    return out
-
-
-def describe_errors(err: ValidationError, fields: Optional[list[str]] = None) -> str:
-    msgs = []
-    for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "<root>"
-        if e["type"] == "extra_forbidden":
-            allowed = f"; allowed: {', '.join(sorted(fields))}" if fields else ""
-            msgs.append(f"{key}: unknown key{allowed}")
-        else:
-            msg = e["msg"][len("Value error, "):] if e["msg"].startswith("Value error, ") else e["msg"]
-            msgs.append(f"{key}: {msg} (got {e.get('input')!r})")
-    return "; ".join(msgs)
 
 
 @dataclass

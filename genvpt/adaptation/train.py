@@ -32,10 +32,10 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from ..backbones.base import Backbone
-from ..checkpoint import load_file, refuse_nonfinite
-from ..io import atomic_path, read_json, sha256_file, write_json
-from ..training import (AdapterState, FrozenBackboneChanged, TrainCheckpoint, check_finite, cosine_lambda, seed_everything,
-                        write_curve)
+from ..checkpoint import load_file, save_state_file
+from ..io import read_json, sha256_file, write_json
+from ..training import (AdapterState, FrozenBackboneChanged, TrainCheckpoint, check_finite, cosine_lambda,
+                        seed_everything, write_curve)
 from .data import TrainData
 from .memory import PeakMemory
 from .method import Method, MethodInfo, method_class
@@ -149,12 +149,8 @@ def _val_injections(method: Method, labels: torch.Tensor, idx: torch.Tensor):
 
 
 def save_adapted(path: str | os.PathLike, method: Method, config: dict[str, Any], **meta: Any) -> Path:
-    payload = {"family": ADAPTED_FAMILY, "config": dict(config), "state_dict": method.adapter_state_dict(),
-               "meta": dict(meta)}
-    refuse_nonfinite(payload["state_dict"], f"adapted model {path}")
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-    return Path(path)
+    return save_state_file(path, ADAPTED_FAMILY, config, method.adapter_state_dict(), what=f"adapted model {path}",
+                           **meta)
 
 
 def file_source(generator: str | os.PathLike, tokenizer: str | os.PathLike, clip: Optional[str] = None,

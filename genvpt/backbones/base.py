@@ -27,6 +27,8 @@ from typing import Any, ClassVar, Optional, Sequence
 import torch
 from torch import nn
 
+from ..registry import Registry
+
 log = logging.getLogger(__name__)
 
 __all__ = ["Injections", "Backbone", "BACKBONES", "register_backbone", "backbone_class", "to_uint8"]
@@ -204,20 +206,6 @@ class Backbone:
         return torch.cat(out) if out else torch.empty(0, 3, 0, 0, dtype=torch.uint8)
 
 
-BACKBONES: dict[str, type[Backbone]] = {}
-
-
-def register_backbone(name: str, cls: type[Backbone], *, replace: bool = False) -> type[Backbone]:
-    """Register a backbone family (``cls.name`` must equal ``name``)."""
-    if name in BACKBONES and not replace and BACKBONES[name] is not cls:
-        raise ValueError(f"backbone {name!r} is already registered ({BACKBONES[name].__name__})")
-    if cls.name != name:
-        raise ValueError(f"{cls.__name__}.name is {cls.name!r}, registered as {name!r}")
-    BACKBONES[name] = cls
-    return cls
-
-
-def backbone_class(name: str) -> type[Backbone]:
-    if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; registered: {', '.join(sorted(BACKBONES))}")
-    return BACKBONES[name]
+BACKBONES: Registry[Backbone] = Registry("backbone")  # filled by genvpt/backbones/__init__.py
+register_backbone = BACKBONES.register  # register_backbone(name, cls, *, replace=False)
+backbone_class = BACKBONES.lookup

@@ -1,7 +1,8 @@
 """Prompt inversion (PGN paper, "Prompt inversion for input-space prompting"): train in token space, deploy in RGB.
 
-The mapping. CLIP's patch embedding ``conv1`` has no bias and a P x P kernel with stride P, so the token of an input
-patch ``x`` (normalised pixels, flattened in (channel, row, column) order) is ``W x`` with ``W`` the conv weight as a
+The mapping. CLIP's patch embedding ``conv1`` has no bias (one that has is subtracted from ``p`` first) and a P x P
+kernel with stride P, so the token of an input patch ``x`` (normalised pixels, flattened in (channel, row, column)
+order) is ``W x`` with ``W`` the conv weight as a
 ``D x 3P^2`` matrix; the model then adds the positional embedding ``e_s`` of the slot ``s`` the patch sits in, and
 ``ln_pre`` normalises every token on its own. For a generated prompt token ``p`` (which the token-space model uses
 as is: no position embedding, then ``ln_pre``) we place the patch
@@ -10,11 +11,12 @@ as is: no position embedding, then ``ln_pre``) we place the patch
 
 so that the model's own path gives ``W x + e_s = p`` whenever ``p - e_s`` lies in the range of ``W``: always when
 ``W`` has full row rank ``D`` (ViT-B/32: 768 x 3072 and the tiny ViT: 128 x 192, both measured full rank at random
-init; ViT-B/16's 768 x 768 is square: check ``PatchInverse.rank``). Subtracted: only the slot's positional embedding (there is no conv bias; the class token is not
-involved). When ``W`` is rank-deficient (ViT-L/14: 1024 x 588) the residual ``(I - W W^+)(p - e_s)`` is lost; as
-``ln_pre`` removes each token's mean, ``ln_invariant=True`` then solves ``min ||W x + c 1 - (p - e_s)||`` over
-``x`` and a constant ``c`` (the constant costs nothing after ``ln_pre``), which never does worse after ``ln_pre``
-than the plain pseudo-inverse. :func:`inversion_report` measures what is left in every case.
+init; ViT-B/16's 768 x 768 is square: check ``PatchInverse.rank``). Subtracted: the slot's positional embedding and
+conv1's bias when it has one (open_clip's has none); the class token is not involved. When ``W`` is rank-deficient
+(ViT-L/14: 1024 x 588) the residual ``(I - W W^+)(p - e_s)`` is lost; as ``ln_pre`` removes each token's mean,
+``ln_invariant=True`` then solves ``min ||W x + c 1 - (p - e_s)||`` over ``x`` and a constant ``c`` (the constant
+costs nothing after ``ln_pre``), which never does worse after ``ln_pre`` than the plain pseudo-inverse.
+:func:`inversion_report` measures what is left in every case.
 
 The placement (``placement``):
 
@@ -60,13 +62,15 @@ Placement = Literal["append", "replace"]
 
 @dataclass
 class PatchInverse:
-    """``weight`` ``W`` [D, 3P^2] and its pseudo-inverses (float64), the rank of ``W`` and the patch size."""
+    """``weight`` ``W`` [D, 3P^2] and its pseudo-inverses (float64), the rank of ``W``, the patch size and conv1's
+    bias ``b`` [D] (zeros when it has none, as open_clip's)."""
 
     weight: torch.Tensor
     pinv: torch.Tensor
     pinv_ln: torch.Tensor  # pseudo-inverse of [W, 1] (the ln_pre-invariant solve); its last row is the constant
     rank: int
     patch: tuple[int, int]
+    bias: torch.Tensor
 
     @property
     def width(self) -> int:
@@ -81,15 +85,15 @@ class PatchInverse:
 def patch_inverse(visual: nn.Module) -> PatchInverse:
     """The pseudo-inverse of the tower's patch embedding (computed once; the tower is frozen)."""
     check_vit(visual)
-    if visual.conv1.bias is not None:  # pragma: no cover - open_clip's conv1 has none
-        raise NotImplementedError("conv1 with a bias: subtract it too")
     w = visual.conv1.weight.detach().double().cpu()
     D = w.shape[0]
     W = w.reshape(D, -1)
     rank = int(torch.linalg.matrix_rank(W))
     ones = torch.ones(D, 1, dtype=W.dtype)
+    b = visual.conv1.bias
+    bias = b.detach().double().cpu() if b is not None else torch.zeros(D, dtype=W.dtype)
     return PatchInverse(W, torch.linalg.pinv(W), torch.linalg.pinv(torch.cat([W, ones], dim=1)), rank,
-                        tuple(int(p) for p in w.shape[-2:]))
+                        tuple(int(p) for p in w.shape[-2:]), bias)
 
 
 def invert_tokens(inv: PatchInverse, tokens: torch.Tensor, slot_pos: Optional[torch.Tensor] = None, *,
@@ -97,7 +101,7 @@ def invert_tokens(inv: PatchInverse, tokens: torch.Tensor, slot_pos: Optional[to
     """Patches ``[B, K, 3, P, P]`` (normalised input space, float32) whose tokens, once the model adds ``slot_pos``
     (``[K, D]`` or ``[B, K, D]``; None: nothing added), equal ``tokens`` ``[B, K, D]`` (up to a per-token constant
     when ``ln_invariant`` and ``W`` is rank-deficient)."""
-    t = tokens.detach().double().cpu()
+    t = tokens.detach().double().cpu() - inv.bias
     if slot_pos is not None:
         t = t - slot_pos.detach().double().cpu()
     if ln_invariant and not inv.full_rank:
@@ -109,10 +113,11 @@ def invert_tokens(inv: PatchInverse, tokens: torch.Tensor, slot_pos: Optional[to
 
 
 def embed_patches(visual: nn.Module, patches: torch.Tensor) -> torch.Tensor:
-    """conv1 of patches ``[B, K, 3, P, P]`` -> tokens ``[B, K, D]`` (no positional embedding)."""
+    """conv1 of patches ``[B, K, 3, P, P]`` -> tokens ``[B, K, D]`` (its bias, if any; no positional embedding)."""
     B, K = patches.shape[:2]
     w = visual.conv1.weight
-    out = F.conv2d(patches.reshape(B * K, *patches.shape[2:]).to(w.dtype), w, stride=visual.conv1.stride)
+    out = F.conv2d(patches.reshape(B * K, *patches.shape[2:]).to(w.dtype), w, visual.conv1.bias,
+                   stride=visual.conv1.stride)
     return out.reshape(B, K, -1)
 
 

@@ -24,7 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..registry import Registry
 from ..schema import StrictModel
+from ..training import adapter_state, load_adapter_state
 from .vit import check_vit, prompted_features
 
 __all__ = ["ClassifyMethod", "NoParams", "METHODS", "register_method", "method_class"]
@@ -107,40 +109,12 @@ class ClassifyMethod(nn.Module):
     def adapter_state_dict(self) -> dict[str, torch.Tensor]:
         """The method's own state (parameters and buffers, the class embeddings included) and the vision-tower
         weights that train (``visual.*``: LoRA's matrices, or every weight when fine-tuning)."""
-        out = {k: v.detach().cpu().clone() for k, v in self.state_dict().items()}
-        for n, p in self.visual.named_parameters():
-            if p.requires_grad:
-                out[f"visual.{n}"] = p.detach().cpu().clone()
-        return out
+        return adapter_state(self, self.visual, "visual")
 
     def load_adapter_state_dict(self, sd: dict[str, torch.Tensor], source: str = "<adapter>") -> None:
-        from ..checkpoint import check_state_dict
-
-        sd = check_state_dict(self.adapter_state_dict(), sd, source=source)  # keys, shapes and dtypes
-        own = self.state_dict()
-        tower = dict(self.visual.named_parameters())
-        with torch.no_grad():
-            for k, v in sd.items():
-                t = tower[k[len("visual."):]] if k.startswith("visual.") else own[k]
-                t.copy_(v.to(t.device, t.dtype))
+        load_adapter_state(self, self.visual, "visual", sd, source)
 
 
-METHODS: dict[str, type[ClassifyMethod]] = {}
-
-
-def register_method(name: str, cls: type[ClassifyMethod], *, replace: bool = False) -> type[ClassifyMethod]:
-    """Register a classification method (``cls.name`` must equal ``name``)."""
-    if name in METHODS and not replace and METHODS[name] is not cls:
-        raise ValueError(f"classification method {name!r} is already registered ({METHODS[name].__name__})")
-    if cls.name != name:
-        raise ValueError(f"{cls.__name__}.name is {cls.name!r}, registered as {name!r}")
-    METHODS[name] = cls
-    return cls
-
-
-def method_class(name: str) -> type[ClassifyMethod]:
-    if name not in METHODS:
-        from . import methods  # noqa: F401  (the built-in registry lines)
-    if name not in METHODS:
-        raise ValueError(f"unknown classification method {name!r}; registered: {', '.join(sorted(METHODS))}")
-    return METHODS[name]
+METHODS: Registry[ClassifyMethod] = Registry("classification method", builtins="genvpt.classify.methods")
+register_method = METHODS.register  # register_method(name, cls, *, replace=False): one line per method
+method_class = METHODS.lookup

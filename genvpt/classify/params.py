@@ -14,7 +14,7 @@ from typing import Any, Literal, Optional
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from ..clip.params import ClipParams
-from ..schema import StrictModel
+from ..schema import StrictModel, describe_errors
 
 __all__ = ["AugmentParams", "ClassifyTrainParams", "InversionParams", "ClassifyConfig", "ClassifyParams",
            "DEFAULT_TEMPLATE", "EXAMPLE_BLOCK"]
@@ -131,20 +131,6 @@ class ClassifyConfig:
                 "options": self.options.model_dump(mode="json")}
 
 
-def _describe(err: ValidationError, fields: Optional[list[str]] = None) -> str:
-    """``key: message`` per error (as genvpt/adaptation/params.py's, kept here so this module stays torch-free)."""
-    msgs = []
-    for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "<root>"
-        if e["type"] == "extra_forbidden":
-            allowed = f"; allowed: {', '.join(sorted(fields))}" if fields else ""
-            msgs.append(f"{key}: unknown key{allowed}")
-        else:
-            msg = e["msg"][len("Value error, "):] if e["msg"].startswith("Value error, ") else e["msg"]
-            msgs.append(f"{key}: {msg} (got {e.get('input')!r})")
-    return "; ".join(msgs)
-
-
 class ClassifyParams(StrictModel):
     """The ``classify`` section."""
 
@@ -212,11 +198,11 @@ class ClassifyParams(StrictModel):
         try:
             train = ClassifyTrainParams.model_validate({**base, **over})
         except ValidationError as err:
-            raise ValueError(f"{where}.train: {_describe(err, list(ClassifyTrainParams.model_fields))}") from None
+            raise ValueError(f"{where}.train: {describe_errors(err, list(ClassifyTrainParams.model_fields))}") from None
         opts = {k: v for k, v in raw.items() if k not in _RESERVED}
         try:
             options = mcls.Params.model_validate(opts)
         except ValidationError as err:
             raise ValueError(f"{where} (method {mcls.name}): "
-                             f"{_describe(err, list(mcls.Params.model_fields) + list(_RESERVED))}") from None
+                             f"{describe_errors(err, list(mcls.Params.model_fields) + list(_RESERVED))}") from None
         return ClassifyConfig(name=name, method=mcls.name, train=train, options=options)

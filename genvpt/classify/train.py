@@ -35,10 +35,10 @@ from tqdm import tqdm
 
 from ..adaptation.memory import PeakMemory
 from ..adaptation.semantic import base_state_dict, state_hash
-from ..checkpoint import load_file, refuse_nonfinite
-from ..io import atomic_path, write_json
-from ..training import (AdapterState, FrozenBackboneChanged, TrainCheckpoint, check_finite, cosine_lambda, seed_everything,
-                        write_curve)
+from ..checkpoint import load_file, save_state_file
+from ..io import write_json
+from ..training import (AdapterState, FrozenBackboneChanged, TrainCheckpoint, check_finite, cosine_lambda,
+                        seed_everything, write_curve)
 from .augment import augment_batch, build_transform, eval_inputs, normalize, step_seed
 from .data import ClassifyData, class_texts
 from .method import ClassifyMethod, method_class
@@ -110,12 +110,8 @@ def evaluate(method: ClassifyMethod, data: ClassifyData, *, batch_size: int = 25
 
 
 def save_classifier(path: str | os.PathLike, method: ClassifyMethod, config: dict[str, Any], **meta: Any) -> Path:
-    payload = {"family": CLASSIFY_FAMILY, "config": dict(config), "state_dict": method.adapter_state_dict(),
-               "meta": dict(meta)}
-    refuse_nonfinite(payload["state_dict"], f"classifier {path}")
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-    return Path(path)
+    return save_state_file(path, CLASSIFY_FAMILY, config, method.adapter_state_dict(), what=f"classifier {path}",
+                           **meta)
 
 
 def load_classifier(path: str | os.PathLike, clip: Any) -> ClassifyMethod:

@@ -34,7 +34,8 @@ from tqdm import tqdm
 from ..checkpoint import load_file
 from ..datasets.shards import SplitData, load_split
 from ..io import write_json
-from ..training import TrainCheckpoint, check_finite, cosine_lambda, count_parameters, peak_memory_mb, seed_everything, write_curve
+from ..training import (TrainCheckpoint, check_finite, cosine_lambda, count_parameters, peak_memory_mb,
+                        seed_everything, write_curve)
 from .model import ClipModel, build_clip, is_own_config, load_clip, resolve_device, save_clip
 from .params import ClipParams
 

@@ -44,7 +44,7 @@ from .params import SPLITS
 log = logging.getLogger(__name__)
 
 __all__ = ["ShardError", "SPLITS", "present_splits", "shard_paths", "write_split", "iter_split", "load_split",
-           "read_classes", "SplitData", "scan_shard", "iter_tar_samples", "read_manifest"]
+           "read_classes", "SplitData", "scan_shard", "iter_tar_samples", "read_manifest", "check_shard_files"]
 
 SHARD_PATTERN = "shard-%06d.tar"
 FIXED_MTIME = 0.0
@@ -295,6 +295,20 @@ def read_manifest(prepared_dir: str | os.PathLike, split: str) -> Optional[dict[
     return out
 
 
+def check_shard_files(paths: list[Path], listed: dict[str, int], record: str, split_dir: Path,
+                      error: type[ShardError] = ShardError) -> None:
+    """The shard files of a split against the ``record`` that lists them (``{file name: samples}``): a listed shard
+    that is missing, or a shard it does not list, is ``error`` naming the file."""
+    names = {p.name for p in paths}
+    gone = sorted(set(listed) - names)
+    if gone:
+        raise error(f"{split_dir / gone[0]}: missing, but {record} lists {listed[gone[0]]} samples in it (missing "
+                    f"shards: {gone})")
+    stray = sorted(names - set(listed))
+    if stray:
+        raise error(f"{split_dir / stray[0]}: {record} does not list this shard (a stray or misplaced shard)")
+
+
 def iter_split(prepared_dir: str | os.PathLike, split: str, decode: bool = True) -> Iterator[dict]:
     """Yield samples ``{"key", "image" (PIL RGB, or PNG bytes if not decode), "label", "class_name", "caption",
     "source_id", "shard"}`` in shard order, reading each shard once.
@@ -306,13 +320,8 @@ def iter_split(prepared_dir: str | os.PathLike, split: str, decode: bool = True)
     paths = shard_paths(prepared_dir, split)
     manifest = read_manifest(prepared_dir, split)
     if manifest is not None:
-        gone = sorted(set(manifest) - {p.name for p in paths})
-        if gone:
-            raise ShardError(f"{Path(prepared_dir) / split / gone[0]}: missing, but manifest.parquet lists "
-                             f"{len(manifest[gone[0]])} {split} samples in it (missing shards: {gone})")
-        stray = [p for p in paths if p.name not in manifest]
-        if stray:
-            raise ShardError(f"{stray[0]}: manifest.parquet does not list this shard (a stray or misplaced shard)")
+        check_shard_files(paths, {k: len(v) for k, v in manifest.items()}, "manifest.parquet",
+                          Path(prepared_dir) / split)
     for path in paths:
         expected = manifest[path.name] if manifest is not None else None
         seen: set[str] = set()

@@ -15,8 +15,8 @@ with a fixed mtime, so the same tokens give byte-identical shards.
 
 Reading (:func:`iter_tokens`) checks each shard in the one pass that reads it: the shard files are those
 meta.json's ``shards`` lists, each with its sha256 and sample count (checked once the shard has been read); every
-member is a regular file with a relative path (:func:`~genvpt.datasets.shards.iter_tar_samples`). Folders written before ``shards`` was recorded are checked
-against ``counts`` at the end of the split. Each sample's tokens must fit ``grid`` and ``vocab_size`` and its label
+member is a regular file with a relative path (:func:`~genvpt.datasets.shards.iter_tar_samples`). Folders written
+before ``shards`` was recorded are checked against ``counts`` at the end of the split. Each sample's tokens must fit ``grid`` and ``vocab_size`` and its label
 the class list. Any mismatch is a :class:`TokenShardError` naming the shard file.
 """
 from __future__ import annotations
@@ -31,7 +31,7 @@ from typing import Iterable, Iterator, Optional
 import numpy as np
 import torch
 
-from ..datasets.shards import ShardError, iter_tar_samples, scan_shard, shard_paths
+from ..datasets.shards import ShardError, check_shard_files, iter_tar_samples, scan_shard, shard_paths
 from ..io import read_json, sha256_file
 
 __all__ = ["TokenShardError", "TokenData", "write_token_split", "iter_tokens", "load_tokens", "read_token_meta",
@@ -143,15 +143,8 @@ def iter_tokens(token_dir: str | os.PathLike, split: str) -> Iterator[dict]:
     paths = shard_paths(token_dir, split, stage="tokenize", error=TokenShardError)
     index = (meta.get("shards") or {}).get(split)
     if index is not None:
-        names = {p.name for p in paths}
-        gone = sorted(set(index) - names)
-        if gone:
-            raise TokenShardError(f"token shard {token_dir / split / gone[0]} is missing (meta.json lists "
-                                  f"{index[gone[0]]['count']} samples in it; missing: {gone})")
-        stray = sorted(names - set(index))
-        if stray:
-            raise TokenShardError(f"token shard {token_dir / split / stray[0]} is not listed in meta.json (stray or "
-                                  f"replaced shard)")
+        check_shard_files(paths, {k: v["count"] for k, v in index.items()}, "meta.json", token_dir / split,
+                          TokenShardError)
     total = 0
     for path in paths:
         digest: Optional[dict] = {} if index is not None else None
