@@ -47,7 +47,20 @@ D16 = {"depth": 16, "vocab_size": 4096, "Cvae": 32, "num_classes": 1000,
        "patch_nums": [1, 2, 3, 4, 5, 6, 8, 10, 13, 16]}
 OFFICIAL_SAMPLE = {"cfg": 1.5, "top_k": 900, "top_p": 0.96, "temperature": 1.0}
 OFFICIAL_SECONDS = {2: [50.0, 52.0], 8: [109.0, 112.0]}
-MODES = ("fp32-math", "fp32", "bf16")
+# mode -> (autocast bf16, explicit attention product, torch.compile, CUDA graphs)
+MODES = {
+    "fp32-math": (False, True, False, False),
+    "fp32": (False, False, False, False),
+    "bf16": (True, False, False, False),
+    "fp32-compile": (False, False, True, False),
+    "bf16-compile": (True, False, True, False),
+    "fp32-graphs": (False, False, False, True),
+    "bf16-graphs": (True, False, False, True),
+    "bf16-compile-graphs": (True, False, True, True),
+}
+DEFAULT_MODES = {"cpu": ["fp32-math", "fp32", "bf16", "fp32-compile", "bf16-compile"],
+                 "cuda": ["fp32", "bf16", "fp32-graphs", "bf16-graphs", "bf16-compile", "bf16-compile-graphs"]}
+DEFAULT_BATCHES = {"cpu": [2, 8], "cuda": [2, 8, 64]}
 THREADS = 2
 
 declared_overrides = {
@@ -55,7 +68,8 @@ declared_overrides = {
     "var_speed.sample": "the official timings' settings (cfg 1.5, top-k 900, top-p 0.96), not generator.var.sample",
     "var_speed.threads": "2 threads, as the official timings (generator.num_threads is null: torch's default)",
     "var_speed.batches": "batch 2 and 8, as the official timings",
-    "var_speed.modes": "attention path and precision (--modes)",
+    "var_speed.modes": "attention path, precision, torch.compile and CUDA graphs of the cached step (--modes)",
+    "var_speed.device": "cpu (this machine) or cuda (a lent GPU: results in var_speed_cuda.json) (--device)",
     "var_speed.repeats": "timed runs per batch and mode, interleaved; the median is reported (--repeats)",
     "var_speed.official_seconds": "the official code's seconds per batch quoted from issue #16 (load about 4, with "
                                   "VAE decoding): context only, not comparable with the seconds measured here",
@@ -64,7 +78,7 @@ declared_overrides = {
 }
 
 
-def settings(params) -> dict:
+def settings(params, device: str = "cpu") -> dict:
     var = params.generator.family("var")
     return {
         "generator.var.attn_l2_norm": var.attn_l2_norm,
@@ -73,8 +87,9 @@ def settings(params) -> dict:
         "var_speed.sizes": D16,
         "var_speed.sample": OFFICIAL_SAMPLE,
         "var_speed.threads": THREADS,
-        "var_speed.batches": [2, 8],
-        "var_speed.modes": list(MODES),
+        "var_speed.batches": DEFAULT_BATCHES[device],
+        "var_speed.modes": DEFAULT_MODES[device],
+        "var_speed.device": device,
         "var_speed.repeats": 3,
         "var_speed.official_seconds": {str(k): v for k, v in OFFICIAL_SECONDS.items()},
         "var_speed.parity_model": {"generator": "data/generators/var/model.pt", "tokens": "data/tokens/msvq/target"},
@@ -85,7 +100,7 @@ def settings(params) -> dict:
     }
 
 
-def _d16(st: dict, smoke: bool):
+def _d16(st: dict, smoke: bool, device: str = "cpu"):
     from benchmarks.sample import _QuantizerStub
     from genvpt.generators.var import VAR, build_var_config
 
@@ -96,19 +111,20 @@ def _d16(st: dict, smoke: bool):
     m = VAR(build_var_config(depth, patch_nums=cfg.pop("patch_nums"), attn_l2_norm=st["generator.var.attn_l2_norm"],
                              shared_aln=st["generator.var.shared_aln"], mlp_ratio=st["generator.var.mlp_ratio"],
                              **cfg)).eval()
-    return m, _QuantizerStub(m.cfg)
+    return m.to(device), _QuantizerStub(m.cfg).to(device)
 
 
 @contextlib.contextmanager
-def _mode(mode: str):
+def _mode(mode: str, device: str):
     from genvpt.generators import common
 
+    bf16, math_path, _, _ = MODES[mode]
     saved = common._use_math
-    if mode == "fp32-math":
+    if math_path:
         common._use_math = lambda q, k, dropout_p: True  # the explicit product for every attention
     try:
-        if mode == "bf16":
-            with torch.autocast("cpu", dtype=torch.bfloat16):
+        if bf16:
+            with torch.autocast(device, dtype=torch.bfloat16):
                 yield
         else:
             yield
@@ -116,15 +132,23 @@ def _mode(mode: str):
         common._use_math = saved
 
 
-def time_sampling(model, tok, batch: int, mode: str, sample: dict) -> dict:
-    labels = torch.arange(batch) % model.cfg.num_classes
-    g = torch.Generator().manual_seed(0)
-    with _mode(mode):
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_sampling(model, tok, batch: int, mode: str, sample: dict, device: str = "cpu") -> dict:
+    labels = torch.arange(batch, device=device) % model.cfg.num_classes
+    g = torch.Generator(device=device).manual_seed(0)
+    _, _, compiled, graphs = MODES[mode]
+    with _mode(mode, device):
+        _sync(device)
         t0 = time.perf_counter()
-        out = model.sample(labels, tokenizer=tok, generator=g, **sample)
+        out = model.sample(labels, tokenizer=tok, generator=g, compile=compiled, cuda_graphs=graphs, **sample)
+        _sync(device)
         dt = time.perf_counter() - t0
-    return {"mode": mode, "batch": batch, "seconds": round(dt, 2), "images_per_second": round(batch / dt, 4),
-            "tokens": [t[:, :8].tolist() for t in out[:2]]}
+    return {"mode": mode, "batch": batch, "seconds": round(dt, 4), "images_per_second": round(batch / dt, 4),
+            "tokens": [t[:, :8].tolist() for t in out[:2]], "all_tokens": [t.cpu() for t in out]}
 
 
 def argmax_agreement(logits_fn, n_positions_cap: int = 0) -> dict:
@@ -214,38 +238,69 @@ def fd_parity(st: dict, params, smoke: bool) -> dict:
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     ap.add_argument("--batches", type=int, nargs="*", default=None)
-    ap.add_argument("--modes", nargs="*", default=list(MODES), choices=MODES)
+    ap.add_argument("--modes", nargs="*", default=None, choices=list(MODES))
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per batch and mode (median reported)")
+    ap.add_argument("--no-parity", action="store_true", help="skip the bf16 parity checks (teacher forcing, FD-CLIP)")
     ap.add_argument("--smoke", action="store_true")
     args = ap.parse_args(argv)
+    device = args.device
     params = load_repo_params()
-    st = settings(params)
+    st = settings(params, device)
+    if args.modes:
+        st["var_speed.modes"] = list(args.modes)
+    if args.batches:
+        st["var_speed.batches"] = list(args.batches)
+    st["var_speed.repeats"] = args.repeats
+    modes = st["var_speed.modes"]
     torch.set_num_threads(int(st["var_speed.threads"]))
-    batches = args.batches or ([1] if args.smoke else list(st["var_speed.batches"]))
-    model, tok = _d16(st, args.smoke)
-    model.sample(torch.zeros(1, dtype=torch.long), tokenizer=tok, cfg=0.0)  # allocate / load kernels once
-    rows = []
+    batches = [1] if args.smoke else list(st["var_speed.batches"])
+    model, tok = _d16(st, args.smoke, device)
+    model.sample(torch.zeros(1, dtype=torch.long, device=device), tokenizer=tok, cfg=0.0)  # allocate / load kernels
+    rows, failed = [], []
     for batch in batches:
-        runs: dict[str, list[dict]] = {m: [] for m in args.modes}
+        runs: dict[str, list[dict]] = {m: [] for m in modes}
+        first: dict[str, float] = {}
+        for mode in list(modes):  # the first call of a batch size compiles / captures: timed on its own
+            try:
+                first[mode] = time_sampling(model, tok, batch, mode, st["var_speed.sample"], device)["seconds"]
+            except Exception as e:  # a path that fails here is recorded, not fatal to the other paths
+                failed.append({"mode": mode, "batch": batch, "error": f"{type(e).__name__}: {e}"[:2000]})
+                print(f"batch {batch} {mode}: FAILED {failed[-1]['error'][:300]}", flush=True)
+                runs.pop(mode)
         for rep in range(args.repeats):  # interleaved, so that a change of machine load hits every mode alike
-            for mode in args.modes:
-                runs[mode].append(time_sampling(model, tok, batch, mode, st["var_speed.sample"]))
-        for mode in args.modes:
+            for mode in runs:
+                runs[mode].append(time_sampling(model, tok, batch, mode, st["var_speed.sample"], device))
+        base_mode = "fp32-math" if "fp32-math" in runs else ("fp32" if "fp32" in runs else None)
+        for mode in runs:
             secs = sorted(r["seconds"] for r in runs[mode])
             r = {"mode": mode, "batch": batch, "seconds_median": secs[len(secs) // 2], "seconds_all": secs,
+                 "first_call_seconds": first[mode],
                  "images_per_second": round(batch / secs[len(secs) // 2], 4), "tokens": runs[mode][0]["tokens"]}
-            if mode != "fp32-math" and "fp32-math" in runs:
-                base = sorted(x["seconds"] for x in runs["fp32-math"])
-                r["speedup_vs_fp32_math"] = round(base[len(base) // 2] / r["seconds_median"], 3)
-            print(f"batch {batch} {mode:9s} median {r['seconds_median']:7.2f} s {secs}  "
-                  f"x{r.get('speedup_vs_fp32_math', 1.0)} vs fp32-math", flush=True)
+            eager = "bf16" if MODES[mode][0] else "fp32"
+            if eager in runs and mode != eager:  # same draws: do compiled / graph-replayed steps give the same tokens?
+                a = torch.cat([t.flatten() for t in runs[mode][0]["all_tokens"]])
+                b = torch.cat([t.flatten() for t in runs[eager][0]["all_tokens"]])
+                r[f"token_agreement_with_{eager}"] = round(float((a == b).float().mean()), 5)
+            if base_mode and mode != base_mode:
+                base = sorted(x["seconds"] for x in runs[base_mode])
+                r[f"speedup_vs_{base_mode}"] = round(base[len(base) // 2] / r["seconds_median"], 3)
+            print(f"batch {batch} {mode:19s} median {r['seconds_median']:8.4f} s {secs} first call "
+                  f"{first[mode]:.2f} s  x{r.get(f'speedup_vs_{base_mode}', 1.0)} vs {base_mode}  "
+                  f"{ {k: v for k, v in r.items() if k.startswith('token_agreement')} }", flush=True)
             rows.append(r)
-    par = parity(st, model, args.smoke)
-    par["fd_clip_embedded_var"] = fd_parity(st, params, args.smoke)
-    print("bf16 parity:", par, flush=True)
-    results = {"rows": rows, "bf16_parity": par, "torch": torch.__version__, "threads": torch.get_num_threads()}
-    save_results("var_speed", results, settings=st, declared=declared_overrides, params=params, smoke=args.smoke)
+    results = {"rows": rows, "failed": failed, "torch": torch.__version__, "threads": torch.get_num_threads(),
+               "device": device}
+    if device == "cuda":
+        results["gpu"] = torch.cuda.get_device_name(0)
+    if not args.no_parity and device == "cpu":
+        par = parity(st, model, args.smoke)
+        par["fd_clip_embedded_var"] = fd_parity(st, params, args.smoke)
+        print("bf16 parity:", par, flush=True)
+        results["bf16_parity"] = par
+    name = "var_speed" if device == "cpu" else "var_speed_cuda"
+    save_results(name, results, settings=st, declared=declared_overrides, params=params, smoke=args.smoke)
     return results
 
 

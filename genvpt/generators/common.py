@@ -18,6 +18,7 @@ from ..training import resolve_device
 __all__ = [
     "sampling",
     "KVCache",
+    "compute_dtype",
     "attend",
     "filter_logits",
     "sample_logits",
@@ -51,7 +52,10 @@ def sampling(fn: Callable) -> Callable:
 class KVCache:
     """Keys and values of one attention layer, pre-allocated for ``max_len`` positions.
 
-    ``update(k, v)`` writes ``[B, H, T, D]`` at the current position and returns the keys/values so far.
+    ``update(k, v)`` writes ``[B, H, T, D]`` at position ``pos`` and returns the keys/values so far
+    (``[B, H, pos + T, D]`` views of the buffers). The buffers are allocated at the first update, or up front with
+    :meth:`allocate` - then their addresses never change, which is what a compiled or CUDA-graph-captured step needs
+    (a "static" cache: every shape is fixed once the position is; VAR's sampler sets ``pos`` per scale).
     """
 
     def __init__(self, max_len: int):
@@ -60,6 +64,15 @@ class KVCache:
         self.v: Optional[torch.Tensor] = None
         self.pos = 0
 
+    @classmethod
+    def allocate(cls, max_len: int, B: int, H: int, D: int, *, dtype: torch.dtype,
+                 device: torch.device | str) -> "KVCache":
+        """A cache whose buffers ``[B, H, max_len, D]`` exist from the start (zeros)."""
+        c = cls(max_len)
+        c.k = torch.zeros(B, H, c.max_len, D, dtype=dtype, device=device)
+        c.v = torch.zeros(B, H, c.max_len, D, dtype=dtype, device=device)
+        return c
+
     def update(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         B, H, T, D = k.shape
         if self.k is None:
@@ -67,10 +80,18 @@ class KVCache:
             self.v = v.new_empty(B, H, self.max_len, v.shape[-1])
         if self.pos + T > self.max_len:
             raise RuntimeError(f"KV cache full: {self.pos} + {T} > {self.max_len} positions")
-        self.k[:, :, self.pos:self.pos + T] = k
-        self.v[:, :, self.pos:self.pos + T] = v
-        self.pos += T
-        return self.k[:, :, :self.pos], self.v[:, :, :self.pos]
+        end = self.pos + T
+        self.k[:, :, self.pos:end] = k
+        self.v[:, :, self.pos:end] = v
+        self.pos = end
+        return self.k[:, :, :end], self.v[:, :, :end]
+
+
+def compute_dtype(device: torch.device, default: torch.dtype) -> torch.dtype:
+    """The dtype activations take on ``device`` now: autocast's when it is on there, else ``default``."""
+    if torch.is_autocast_enabled(device.type):
+        return torch.get_autocast_dtype(device.type)
+    return default
 
 
 # On CPU, torch's fused SDPA kernels are slow to train the short sequences of the embedded models (the flash

@@ -113,6 +113,9 @@ class VARSampleParams(StrictModel):
     top_k: int = Field(default=0, ge=0)
     top_p: float = Field(default=0.6, ge=0, le=1)
     temperature: float = Field(default=1.0, ge=0)
+    # the fast paths of VAR's cached step (genvpt/generators/var.py ScaleStepper; speeds: benchmarks/var_speed.py):
+    compile: bool = False      # torch.compile each scale's step (one graph per scale, compiled once per batch size)
+    cuda_graphs: bool = False  # capture each scale's step as a CUDA graph and replay it (needs generator.device cuda)
 
 
 class VARParams(StrictModel):

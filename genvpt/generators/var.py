@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import KVCache, attend, sample_logits, sampling, trunc_normal_
+from .common import KVCache, attend, compute_dtype, sample_logits, sampling, trunc_normal_
 
 __all__ = ["VARConfig", "VAR", "build_var_config", "VAR_256_PATCH_NUMS", "VAR_512_PATCH_NUMS"]
 
@@ -99,7 +99,7 @@ class DropPath(nn.Module):
         self.p = p
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.p == 0.0 or not self.training:
+        if not self.training or self.p == 0.0:  # training first: compiled sampling then shares one graph for all blocks
             return x
         keep = x.new_empty(x.shape[0], *([1] * (x.dim() - 1))).bernoulli_(1 - self.p)
         return x * keep / (1 - self.p)
@@ -368,6 +368,8 @@ class VAR(nn.Module):
         top_p: float = 0.0,
         temperature: float = 1.0,
         use_cache: bool = True,
+        compile: bool = False,
+        cuda_graphs: bool = False,
         input_offsets: Optional[Sequence[Optional[torch.Tensor]]] = None,
         prefix_embeds: Optional[torch.Tensor] = None,
         cond_embeds: Optional[torch.Tensor] = None,
@@ -380,8 +382,19 @@ class VAR(nn.Module):
         ``cfg`` follows VAR's ramp t = cfg * si / (K - 1); ``cfg == 0`` runs no unconditional branch.
         ``cond_embeds`` [B, C] replace ``class_emb(labels)``; ``null_embeds`` [B or 1, C] replace the null class in
         guidance's unconditional branch (e.g. a learned null text embedding).
+
+        ``compile`` runs each scale's cached forward (blocks, head, guidance) through ``torch.compile`` (one graph per
+        scale: the static KV cache fixes every shape once the scale is known); ``cuda_graphs`` captures that step once
+        per scale as a CUDA graph and replays it (CUDA only). Both keep their state (static caches, compiled code,
+        graphs) on the model per batch size, prefix length and dtype, so the second call with the same shapes pays
+        no compilation or capture. The draws (top-k / top-p, the generator) stay eager: equal logits give equal
+        tokens. See :class:`ScaleStepper`.
         """
         device = self.pos_start.device
+        if (compile or cuda_graphs) and not use_cache:
+            raise ValueError("compile / cuda_graphs need the KV cache (use_cache=True)")
+        if cuda_graphs and device.type != "cuda":
+            raise ValueError(f"cuda_graphs needs the model on a CUDA device; it is on {device}")
         if labels is not None:
             B = labels.shape[0]
         elif cond_embeds is not None:
@@ -425,22 +438,22 @@ class VAR(nn.Module):
         o = offset(0)
         if o is not None:
             token_map = token_map + o
-        caches = [KVCache(P + self.L) for _ in self.blocks] if use_cache else None
-        if use_cache and prefix is not None:
-            x = prefix
-            for blk, c in zip(self.blocks, caches):
-                x = blk(x, cond, None, c)
+        stepper = self._stepper(BB, P, compute_dtype(device, cond_BD.dtype), compile, cuda_graphs) if use_cache else None
+        if stepper is not None:
+            stepper.begin(cond, cond_BD)
+            if prefix is not None:
+                stepper.prefill(prefix)
         seen: list[torch.Tensor] = [] if prefix is None else [prefix]
         out: list[torch.Tensor] = []
         cur_L = 0
         for si, pn in enumerate(self.patch_nums):
             n = pn * pn
-            cur_L += n
-            if use_cache:
-                x = token_map
-                for blk, c in zip(self.blocks, caches):
-                    x = blk(x, cond, None, c)
+            t = cfg * si / max(1, K - 1) if guided else None
+            if stepper is not None:
+                logits = stepper.step(si, P + cur_L, token_map, B, t)
+                cur_L += n
             else:
+                cur_L += n
                 seen.append(token_map)
                 x = torch.cat(seen, dim=1)
                 bias = self.attn_bias_for_masking[:, :, :cur_L, :cur_L]
@@ -448,11 +461,7 @@ class VAR(nn.Module):
                     bias = self._prefix_bias(bias, P)
                 for blk in self.blocks:
                     x = blk(x, cond, bias)
-                x = x[:, -n:]
-            logits = self.get_logits(x, cond_BD)
-            if guided:
-                t = cfg * si / max(1, K - 1)
-                logits = (1 + t) * logits[:B] - t * logits[B:]
+                logits = self._guided_logits(x[:, -n:], cond_BD, B, t)
             idx = sample_logits(logits, generator=generator, temperature=temperature, top_k=top_k, top_p=top_p)
             out.append(idx)
             h = embedding(idx).transpose(1, 2).reshape(B, Cvae, pn, pn)
@@ -465,6 +474,126 @@ class VAR(nn.Module):
                 if o is not None:
                     token_map = token_map + o
         return (out, f_hat) if return_fhat else out
+
+
+    # ------------------------------------------------------------------ the cached per-scale step
+    def _guided_logits(self, h: torch.Tensor, cond_BD: torch.Tensor, B: int, t: Optional[float]) -> torch.Tensor:
+        """Head logits of the scale's hidden states; with guidance (``t`` not None, 2B rows: conditional then
+        unconditional) VAR's mix (1 + t) cond - t uncond -> [B, n, V]."""
+        logits = self.get_logits(h, cond_BD)
+        if t is not None:
+            logits = (1 + t) * logits[:B] - t * logits[B:]
+        return logits
+
+    def _scale_logits(self, token_map: torch.Tensor, cond: torch.Tensor, cond_BD: torch.Tensor,
+                      caches: Sequence[KVCache], B: int, t: Optional[float], block_fn: Any = None,
+                      head_fn: Any = None) -> torch.Tensor:
+        """One scale of cached sampling: the scale's input tokens through every block (keys / values appended to
+        ``caches`` at their ``pos``), then the guided head logits. The unit that is captured as a CUDA graph;
+        ``block_fn(block, x, cond, cache)`` / ``head_fn(model, h, cond_BD, B, t)`` are the compiled block and head."""
+        x = token_map
+        for blk, c in zip(self.blocks, caches):
+            x = blk(x, cond, None, c) if block_fn is None else block_fn(blk, x, cond, c)
+        return self._guided_logits(x, cond_BD, B, t) if head_fn is None else head_fn(self, x, cond_BD, B, t)
+
+    def _stepper(self, BB: int, P: int, dtype: torch.dtype, compile: bool, cuda_graphs: bool) -> "ScaleStepper":
+        device = self.pos_start.device
+        if not (compile or cuda_graphs):
+            return ScaleStepper(self, BB, P, dtype, device)  # eager: nothing worth keeping between calls
+        key = (BB, P, dtype, str(device), compile, cuda_graphs)
+        steppers = self.__dict__.setdefault("_steppers", {})
+        if key not in steppers:
+            steppers[key] = ScaleStepper(self, BB, P, dtype, device, compile=compile, cuda_graphs=cuda_graphs)
+        return steppers[key]
+
+
+class ScaleStepper:
+    """VAR's cached sampling step for one batch size (``BB`` rows, guidance's included), prefix length ``P`` and
+    activation dtype: static KV caches (allocated once, ``[BB, H, P + L, head_dim]`` per block) whose write
+    position is set per scale, so every scale's step has fixed shapes; optionally that step compiled
+    (``torch.compile``, ``dynamic=False``: one graph per scale) and / or captured as one CUDA graph per scale, with
+    its inputs (token map, AdaLN condition, class embedding) copied into static buffers before each replay.
+    """
+
+    def __init__(self, model: VAR, BB: int, P: int, dtype: torch.dtype, device: torch.device, *,
+                 compile: bool = False, cuda_graphs: bool = False):
+        H = model.cfg.heads
+        self.model, self.BB, self.P = model, BB, P
+        self.caches = [KVCache.allocate(P + model.L, BB, H, model.C // H, dtype=dtype, device=device)
+                       for _ in model.blocks]
+        self.compiled = compile
+        self.block_fn = self.head_fn = None
+        if compile:  # per block, not the whole step: the 16 (or 30) blocks of one scale share one compiled graph
+            self.block_fn = torch.compile(_block_step, dynamic=False)
+            self.head_fn = torch.compile(_head_step, dynamic=False)
+        self.cuda_graphs = cuda_graphs
+        self.graphs: dict[int, tuple[Any, torch.Tensor, torch.Tensor]] = {}  # scale -> (graph, token_map in, logits out)
+        self.cond: Optional[torch.Tensor] = None
+        self.cond_BD: Optional[torch.Tensor] = None
+        self.pool = None
+
+    def begin(self, cond: torch.Tensor, cond_BD: torch.Tensor) -> None:
+        """Start a sampling call: the condition for every scale (copied into the static buffers under graphs)."""
+        if not self.cuda_graphs:
+            self.cond, self.cond_BD = cond, cond_BD
+            return
+        if self.cond is None:
+            self.cond, self.cond_BD = cond.clone(), cond_BD.clone()
+        else:
+            self.cond.copy_(cond)
+            self.cond_BD.copy_(cond_BD)
+
+    def prefill(self, prefix: torch.Tensor) -> None:
+        """The prefix tokens through every block (eager), filling cache positions [0, P)."""
+        x = prefix
+        for blk, c in zip(self.model.blocks, self.caches):
+            c.pos = 0
+            x = blk(x, self.cond, None, c)
+
+    def _at(self, start: int) -> None:
+        for c in self.caches:
+            c.pos = start
+
+    def _run(self, token_map: torch.Tensor, B: int, t: Optional[float]) -> torch.Tensor:
+        if not self.compiled:
+            return self.model._scale_logits(token_map, self.cond, self.cond_BD, self.caches, B, t)
+        with torch._dynamo.config.patch(recompile_limit=max(64, 4 * len(self.model.patch_nums))):  # one per scale
+            return self.model._scale_logits(token_map, self.cond, self.cond_BD, self.caches, B, t,
+                                            self.block_fn, self.head_fn)
+
+    def step(self, si: int, start: int, token_map: torch.Tensor, B: int, t: Optional[float]) -> torch.Tensor:
+        """Logits [B, n, V] of scale ``si`` whose ``n`` tokens take cache positions [start, start + n)."""
+        self._at(start)
+        if not self.cuda_graphs:
+            return self._run(token_map, B, t)
+        if si not in self.graphs:
+            static_in = token_map.clone()
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):  # warm-up outside the graph (kernels chosen, compiled code loaded)
+                self._run(static_in, B, t)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            if self.pool is None:
+                self.pool = torch.cuda.graph_pool_handle()
+            self._at(start)
+            with torch.cuda.graph(graph, pool=self.pool):
+                static_out = self._run(static_in, B, t)
+            self.graphs[si] = (graph, static_in, static_out)
+        graph, static_in, static_out = self.graphs[si]
+        static_in.copy_(token_map)
+        graph.replay()
+        for c in self.caches:
+            c.pos = start + token_map.shape[1]
+        return static_out.clone()
+
+
+def _block_step(blk: AdaLNSelfAttn, x: torch.Tensor, cond: torch.Tensor, cache: KVCache) -> torch.Tensor:
+    return blk(x, cond, None, cache)
+
+
+def _head_step(model: VAR, h: torch.Tensor, cond_BD: torch.Tensor, B: int, t: Optional[float]) -> torch.Tensor:
+    return model._guided_logits(h, cond_BD, B, t)
 
 
 def _quantizer(tokenizer: Any) -> Any:
