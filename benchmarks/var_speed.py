@@ -57,6 +57,9 @@ MODES = {
     "fp32-graphs": (False, False, False, True),
     "bf16-graphs": (True, False, False, True),
     "bf16-compile-graphs": (True, False, True, True),
+    # the official FoundationVision/VAR sampler (autoregressive_infer_cfg) on the same weights, with --official PATH
+    "official": (False, False, False, False),
+    "official-bf16": (True, False, False, False),
 }
 DEFAULT_MODES = {"cpu": ["fp32-math", "fp32", "bf16", "fp32-compile", "bf16-compile"],
                  "cuda": ["fp32", "bf16", "fp32-graphs", "bf16-graphs", "bf16-compile", "bf16-compile-graphs"]}
@@ -137,14 +140,53 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_sampling(model, tok, batch: int, mode: str, sample: dict, device: str = "cpu") -> dict:
+def official_var(path: str, model, tok):
+    """The official sampler from a checkout of FoundationVision/VAR at ``path`` (its models/var.py,
+    models/basic_var.py, models/helpers.py; not part of genvpt, never committed here), built at the benchmark model's
+    sizes and loaded strictly with its weights. Its VAE is reduced to what sampling touches: the same quantizer stub
+    genvpt's sampler gets, and no pixel decoding (``fhat_to_img`` returns f_hat), so both time the same work."""
+    sys.path.insert(0, str(Path(path).resolve()))
+    from models.var import VAR as OfficialVAR  # noqa: E402  (the official package is named "models")
+
+    class _VAE:
+        Cvae, vocab_size, quantize = model.cfg.Cvae, model.cfg.vocab_size, tok
+
+        @staticmethod
+        def fhat_to_img(f_hat):
+            return f_hat.clone()
+
+    cfg = model.cfg
+    om = OfficialVAR(_VAE(), num_classes=cfg.num_classes, depth=cfg.depth, embed_dim=cfg.C, num_heads=cfg.heads,
+                     mlp_ratio=cfg.mlp_ratio, drop_path_rate=cfg.dpr, norm_eps=cfg.norm_eps, shared_aln=cfg.shared_aln,
+                     attn_l2_norm=cfg.attn_l2_norm, patch_nums=cfg.patch_nums, flash_if_available=False,
+                     fused_if_available=False)
+    om.load_state_dict(model.state_dict(), strict=True)
+    return om.eval().to(next(model.parameters()).device)
+
+
+def official_parity(model, tok, official, device: str) -> dict:
+    """Both samplers greedy (top-k 1: no random draw decides anything), guidance on, batch 2: the final f_hat (the
+    summed multi-scale features the VAE decodes) of genvpt against the official code's."""
+    labels = torch.arange(2, device=device) % model.cfg.num_classes
+    ours = model.sample(labels, tokenizer=tok, cfg=1.5, top_k=1, top_p=0.0, return_fhat=True)[1]
+    theirs = official.autoregressive_infer_cfg(2, labels, g_seed=0, cfg=1.5, top_k=1, top_p=0.0).mul(2).sub(1)
+    return {"greedy_fhat_max_abs_diff": float((ours - theirs).abs().max()),
+            "greedy_fhat_max_abs": float(theirs.abs().max())}
+
+
+def time_sampling(model, tok, batch: int, mode: str, sample: dict, device: str = "cpu", official=None) -> dict:
     labels = torch.arange(batch, device=device) % model.cfg.num_classes
     g = torch.Generator(device=device).manual_seed(0)
     _, _, compiled, graphs = MODES[mode]
     with _mode(mode, device):
         _sync(device)
         t0 = time.perf_counter()
-        out = model.sample(labels, tokenizer=tok, generator=g, compile=compiled, cuda_graphs=graphs, **sample)
+        if mode.startswith("official"):
+            official.autoregressive_infer_cfg(batch, labels, g_seed=0, cfg=sample["cfg"], top_k=sample["top_k"],
+                                              top_p=sample["top_p"])
+            out = [torch.zeros(batch, 1, dtype=torch.long)] * 2
+        else:
+            out = model.sample(labels, tokenizer=tok, generator=g, compile=compiled, cuda_graphs=graphs, **sample)
         _sync(device)
         dt = time.perf_counter() - t0
     return {"mode": mode, "batch": batch, "seconds": round(dt, 4), "images_per_second": round(batch / dt, 4),
@@ -242,6 +284,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--batches", type=int, nargs="*", default=None)
     ap.add_argument("--modes", nargs="*", default=None, choices=list(MODES))
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per batch and mode (median reported)")
+    ap.add_argument("--official", default=None, metavar="PATH",
+                    help="a checkout of FoundationVision/VAR: adds the official sampler on the same weights "
+                         "(modes official, official-bf16) and speedups against it")
     ap.add_argument("--no-parity", action="store_true", help="skip the bf16 parity checks (teacher forcing, FD-CLIP)")
     ap.add_argument("--smoke", action="store_true")
     args = ap.parse_args(argv)
@@ -253,25 +298,33 @@ def main(argv=None) -> dict:
     if args.batches:
         st["var_speed.batches"] = list(args.batches)
     st["var_speed.repeats"] = args.repeats
+    if args.official and not args.modes:
+        st["var_speed.modes"] = ["official", "official-bf16"] + st["var_speed.modes"]
     modes = st["var_speed.modes"]
+    if any(m.startswith("official") for m in modes) and not args.official:
+        ap.error("modes official / official-bf16 need --official PATH (a checkout of FoundationVision/VAR)")
     torch.set_num_threads(int(st["var_speed.threads"]))
     batches = [1] if args.smoke else list(st["var_speed.batches"])
     model, tok = _d16(st, args.smoke, device)
     model.sample(torch.zeros(1, dtype=torch.long, device=device), tokenizer=tok, cfg=0.0)  # allocate / load kernels
+    official = official_var(args.official, model, tok) if args.official else None
+    parity_official = official_parity(model, tok, official, device) if official is not None else None
+    if parity_official:
+        print("official parity (greedy):", parity_official, flush=True)
     rows, failed = [], []
     for batch in batches:
         runs: dict[str, list[dict]] = {m: [] for m in modes}
         first: dict[str, float] = {}
         for mode in list(modes):  # the first call of a batch size compiles / captures: timed on its own
             try:
-                first[mode] = time_sampling(model, tok, batch, mode, st["var_speed.sample"], device)["seconds"]
+                first[mode] = time_sampling(model, tok, batch, mode, st["var_speed.sample"], device, official)["seconds"]
             except Exception as e:  # a path that fails here is recorded, not fatal to the other paths
                 failed.append({"mode": mode, "batch": batch, "error": f"{type(e).__name__}: {e}"[:2000]})
                 print(f"batch {batch} {mode}: FAILED {failed[-1]['error'][:300]}", flush=True)
                 runs.pop(mode)
         for rep in range(args.repeats):  # interleaved, so that a change of machine load hits every mode alike
             for mode in runs:
-                runs[mode].append(time_sampling(model, tok, batch, mode, st["var_speed.sample"], device))
+                runs[mode].append(time_sampling(model, tok, batch, mode, st["var_speed.sample"], device, official))
         base_mode = "fp32-math" if "fp32-math" in runs else ("fp32" if "fp32" in runs else None)
         for mode in runs:
             secs = sorted(r["seconds"] for r in runs[mode])
@@ -279,7 +332,10 @@ def main(argv=None) -> dict:
                  "first_call_seconds": first[mode],
                  "images_per_second": round(batch / secs[len(secs) // 2], 4), "tokens": runs[mode][0]["tokens"]}
             eager = "bf16" if MODES[mode][0] else "fp32"
-            if eager in runs and mode != eager:  # same draws: do compiled / graph-replayed steps give the same tokens?
+            if "official" in runs and mode != "official":
+                off = sorted(x["seconds"] for x in runs["official"])
+                r["speedup_vs_official_fp32"] = round(off[len(off) // 2] / r["seconds_median"], 3)
+            if eager in runs and mode != eager and not mode.startswith("official"):  # same draws: do compiled / graph-replayed steps give the same tokens?
                 a = torch.cat([t.flatten() for t in runs[mode][0]["all_tokens"]])
                 b = torch.cat([t.flatten() for t in runs[eager][0]["all_tokens"]])
                 r[f"token_agreement_with_{eager}"] = round(float((a == b).float().mean()), 5)
@@ -288,9 +344,10 @@ def main(argv=None) -> dict:
                 r[f"speedup_vs_{base_mode}"] = round(base[len(base) // 2] / r["seconds_median"], 3)
             print(f"batch {batch} {mode:19s} median {r['seconds_median']:8.4f} s {secs} first call "
                   f"{first[mode]:.2f} s  x{r.get(f'speedup_vs_{base_mode}', 1.0)} vs {base_mode}  "
+                  f"x{r.get('speedup_vs_official_fp32', '-')} vs official fp32  "
                   f"{ {k: v for k, v in r.items() if k.startswith('token_agreement')} }", flush=True)
             rows.append(r)
-    results = {"rows": rows, "failed": failed, "torch": torch.__version__, "threads": torch.get_num_threads(),
+    results = {"rows": rows, "official_parity": parity_official, "failed": failed, "torch": torch.__version__, "threads": torch.get_num_threads(),
                "device": device}
     if device == "cuda":
         results["gpu"] = torch.cuda.get_device_name(0)

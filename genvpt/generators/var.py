@@ -169,11 +169,17 @@ class AdaLNSelfAttn(nn.Module):
         else:
             self.ada_lin = nn.Sequential(nn.SiLU(inplace=False), nn.Linear(C, 6 * C))
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor, attn_bias: Optional[torch.Tensor], cache: Optional[KVCache] = None) -> torch.Tensor:
+    def modulation(self, cond: torch.Tensor) -> torch.Tensor:
+        """The condition's AdaLN gammas, scales and shifts [B, 1, 6, C]; sampling computes them once per call (the
+        condition is the same at every scale), saving the 6C x C weights' reads at every scale."""
         if self.shared_aln:
-            gss = self.ada_gss + cond  # cond: [B, 1, 6, C]
-        else:
-            gss = self.ada_lin(cond).view(-1, 1, 6, self.C)
+            return self.ada_gss + cond  # cond: [B, 1, 6, C]
+        return self.ada_lin(cond).view(-1, 1, 6, self.C)
+
+    def forward(self, x: torch.Tensor, cond: Optional[torch.Tensor], attn_bias: Optional[torch.Tensor],
+                cache: Optional[KVCache] = None, gss: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if gss is None:
+            gss = self.modulation(cond)
         gamma1, gamma2, scale1, scale2, shift1, shift2 = gss.unbind(2)
         x = x + self.drop_path(self.attn(self.ln_wo_grad(x) * (1 + scale1) + shift1, attn_bias, cache) * gamma1)
         x = x + self.drop_path(self.ffn(self.ln_wo_grad(x) * (1 + scale2) + shift2) * gamma2)
@@ -187,8 +193,11 @@ class AdaLNBeforeHead(nn.Module):
         self.ln_wo_grad = nn.LayerNorm(C, eps=eps, elementwise_affine=False)
         self.ada_lin = nn.Sequential(nn.SiLU(inplace=False), nn.Linear(C, 2 * C))
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        scale, shift = self.ada_lin(cond).view(-1, 1, 2, self.C).unbind(2)
+    def modulation(self, cond: torch.Tensor) -> torch.Tensor:
+        return self.ada_lin(cond).view(-1, 1, 2, self.C)
+
+    def forward(self, x: torch.Tensor, cond: Optional[torch.Tensor], mod: Optional[torch.Tensor] = None) -> torch.Tensor:
+        scale, shift = (self.modulation(cond) if mod is None else mod).unbind(2)
         return self.ln_wo_grad(x) * (1 + scale) + shift
 
 
@@ -302,8 +311,8 @@ class VAR(nn.Module):
             parts.append(o.expand(batch, -1, -1))
         return torch.cat(parts, dim=1)
 
-    def get_logits(self, h: torch.Tensor, cond_BD: torch.Tensor) -> torch.Tensor:
-        return self.head(self.head_nm(h.float(), cond_BD).float()).float()
+    def get_logits(self, h: torch.Tensor, cond_BD: Optional[torch.Tensor], head_mod: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return self.head(self.head_nm(h.float(), cond_BD, head_mod).float()).float()
 
     # ------------------------------------------------------------------ training
     def forward(
@@ -477,24 +486,28 @@ class VAR(nn.Module):
 
 
     # ------------------------------------------------------------------ the cached per-scale step
-    def _guided_logits(self, h: torch.Tensor, cond_BD: torch.Tensor, B: int, t: Optional[float]) -> torch.Tensor:
+    def _guided_logits(self, h: torch.Tensor, cond_BD: Optional[torch.Tensor], B: int, t: Optional[float],
+                       head_mod: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Head logits of the scale's hidden states; with guidance (``t`` not None, 2B rows: conditional then
         unconditional) VAR's mix (1 + t) cond - t uncond -> [B, n, V]."""
-        logits = self.get_logits(h, cond_BD)
+        logits = self.get_logits(h, cond_BD, head_mod)
         if t is not None:
             logits = (1 + t) * logits[:B] - t * logits[B:]
         return logits
 
-    def _scale_logits(self, token_map: torch.Tensor, cond: torch.Tensor, cond_BD: torch.Tensor,
+    def _scale_logits(self, token_map: torch.Tensor, gss: Sequence[torch.Tensor], head_mod: torch.Tensor,
                       caches: Sequence[KVCache], B: int, t: Optional[float], block_fn: Any = None,
                       head_fn: Any = None) -> torch.Tensor:
-        """One scale of cached sampling: the scale's input tokens through every block (keys / values appended to
-        ``caches`` at their ``pos``), then the guided head logits. The unit that is captured as a CUDA graph;
-        ``block_fn(block, x, cond, cache)`` / ``head_fn(model, h, cond_BD, B, t)`` are the compiled block and head."""
+        """One scale of cached sampling: the scale's input tokens through every block (``gss``: each block's AdaLN
+        modulation of the condition; keys / values appended to ``caches`` at their ``pos``), then the guided head
+        logits (``head_mod``: the head's modulation). The unit that is captured as a CUDA graph;
+        ``block_fn(block, x, gss, cache)`` / ``head_fn(model, h, head_mod, B, t)`` are the compiled block and head."""
         x = token_map
-        for blk, c in zip(self.blocks, caches):
-            x = blk(x, cond, None, c) if block_fn is None else block_fn(blk, x, cond, c)
-        return self._guided_logits(x, cond_BD, B, t) if head_fn is None else head_fn(self, x, cond_BD, B, t)
+        for blk, g, c in zip(self.blocks, gss, caches):
+            x = blk(x, None, None, c, g) if block_fn is None else block_fn(blk, x, g, c)
+        if head_fn is None:
+            return self._guided_logits(x, None, B, t, head_mod)
+        return head_fn(self, x, head_mod, B, t)
 
     def _stepper(self, BB: int, P: int, dtype: torch.dtype, compile: bool, cuda_graphs: bool) -> "ScaleStepper":
         device = self.pos_start.device
@@ -528,27 +541,30 @@ class ScaleStepper:
             self.head_fn = torch.compile(_head_step, dynamic=False)
         self.cuda_graphs = cuda_graphs
         self.graphs: dict[int, tuple[Any, torch.Tensor, torch.Tensor]] = {}  # scale -> (graph, token_map in, logits out)
-        self.cond: Optional[torch.Tensor] = None
-        self.cond_BD: Optional[torch.Tensor] = None
+        self.gss: Optional[list[torch.Tensor]] = None   # per block [BB, 1, 6, C]
+        self.head_mod: Optional[torch.Tensor] = None     # [BB, 1, 2, C]
         self.pool = None
 
     def begin(self, cond: torch.Tensor, cond_BD: torch.Tensor) -> None:
-        """Start a sampling call: the condition for every scale (copied into the static buffers under graphs)."""
-        if not self.cuda_graphs:
-            self.cond, self.cond_BD = cond, cond_BD
+        """Start a sampling call: the condition's AdaLN modulations of every block and of the head, computed once
+        for all scales (copied into the static buffers under graphs)."""
+        gss = [blk.modulation(cond) for blk in self.model.blocks]
+        head_mod = self.model.head_nm.modulation(cond_BD)
+        if not self.cuda_graphs or self.gss is None:
+            self.gss, self.head_mod = gss, head_mod
+            if self.cuda_graphs:  # own buffers, whose addresses the graphs keep
+                self.gss, self.head_mod = [g.clone() for g in gss], head_mod.clone()
             return
-        if self.cond is None:
-            self.cond, self.cond_BD = cond.clone(), cond_BD.clone()
-        else:
-            self.cond.copy_(cond)
-            self.cond_BD.copy_(cond_BD)
+        for mine, g in zip(self.gss, gss):
+            mine.copy_(g)
+        self.head_mod.copy_(head_mod)
 
     def prefill(self, prefix: torch.Tensor) -> None:
         """The prefix tokens through every block (eager), filling cache positions [0, P)."""
         x = prefix
-        for blk, c in zip(self.model.blocks, self.caches):
+        for blk, g, c in zip(self.model.blocks, self.gss, self.caches):
             c.pos = 0
-            x = blk(x, self.cond, None, c)
+            x = blk(x, None, None, c, g)
 
     def _at(self, start: int) -> None:
         for c in self.caches:
@@ -556,9 +572,9 @@ class ScaleStepper:
 
     def _run(self, token_map: torch.Tensor, B: int, t: Optional[float]) -> torch.Tensor:
         if not self.compiled:
-            return self.model._scale_logits(token_map, self.cond, self.cond_BD, self.caches, B, t)
+            return self.model._scale_logits(token_map, self.gss, self.head_mod, self.caches, B, t)
         with torch._dynamo.config.patch(recompile_limit=max(64, 4 * len(self.model.patch_nums))):  # one per scale
-            return self.model._scale_logits(token_map, self.cond, self.cond_BD, self.caches, B, t,
+            return self.model._scale_logits(token_map, self.gss, self.head_mod, self.caches, B, t,
                                             self.block_fn, self.head_fn)
 
     def step(self, si: int, start: int, token_map: torch.Tensor, B: int, t: Optional[float]) -> torch.Tensor:
@@ -588,12 +604,12 @@ class ScaleStepper:
         return static_out.clone()
 
 
-def _block_step(blk: AdaLNSelfAttn, x: torch.Tensor, cond: torch.Tensor, cache: KVCache) -> torch.Tensor:
-    return blk(x, cond, None, cache)
+def _block_step(blk: AdaLNSelfAttn, x: torch.Tensor, gss: torch.Tensor, cache: KVCache) -> torch.Tensor:
+    return blk(x, None, None, cache, gss)
 
 
-def _head_step(model: VAR, h: torch.Tensor, cond_BD: torch.Tensor, B: int, t: Optional[float]) -> torch.Tensor:
-    return model._guided_logits(h, cond_BD, B, t)
+def _head_step(model: VAR, h: torch.Tensor, head_mod: torch.Tensor, B: int, t: Optional[float]) -> torch.Tensor:
+    return model._guided_logits(h, None, B, t, head_mod)
 
 
 def _quantizer(tokenizer: Any) -> Any:
