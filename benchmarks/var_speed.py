@@ -1,28 +1,36 @@
-"""VAR-d16 sampling speed on this CPU: the attention path, fp32 against bf16 autocast, batch 2 and 8.
+"""VAR-d16 sampling speed: genvpt's sampler against the official FoundationVision/VAR sampler on the same weights,
+fp32 / bf16 autocast / torch.compile / CUDA graphs, batch 2 and 8 (and 64 on a GPU).
 
-    python benchmarks/var_speed.py [--batches 2 8] [--modes fp32-math fp32 bf16] [--repeats 3] [--smoke]
+    python benchmarks/var_speed.py [--official PATH] [--device cpu|cuda] [--batches 2 8] [--modes ...]
+                                   [--repeats 3] [--no-parity] [--smoke]
 
 Random VAR-d16 weights (16 blocks, width 1024, 4096 codes, the 10 scales of 256 px, 1000 classes) with the
 quantizer steps of VAR's VAE (benchmarks/sample.py's stub: the VAE's convolutions are not part of sampling), sampled
-with the settings of the official timings quoted in issue #16 (cfg 1.5, top-k 900, top-p 0.96, 2 threads): official
-FoundationVision/VAR code 50-52 s for a batch of 2 and 109-112 s for 8 on this machine under a load of about 4. Those
-figures are quoted in the settings for reference only; they are NOT comparable with the seconds measured here: the
-official code is not installable offline (it was not re-measured), they were taken under load, and they include
-what this benchmark leaves out (the VAE's convolutions in each step and the final decoding to pixels). The
-comparison made here is between genvpt's own paths on an idle machine (``speedup_vs_fp32_math``).
+with the settings of the official timings quoted in issue #16 (cfg 1.5, top-k 900, top-p 0.96, 2 threads). Those
+figures (50-52 s for a batch of 2 and 109-112 s for 8, under a load of about 4, with pixel decoding) are kept in the
+settings as context only. ``--official PATH`` (a checkout of github.com/FoundationVision/VAR, not part of genvpt)
+times the official ``autoregressive_infer_cfg`` here, interleaved with genvpt's paths, on the same weights loaded
+strictly, with the same quantizer stub and no pixel decoding on either side; its parity with genvpt is checked
+first (both greedy: the final f_hat of both must agree), and every mode gets ``speedup_vs_official_fp32``.
 
-Modes:
-* ``fp32-math``: every attention through the explicit softmax(q k^T) v (genvpt's CPU sampling path until this
-  benchmark: it took the explicit product for sequences up to ``MATH_ATTENTION_MAX_ENTRIES`` entries);
-* ``fp32``: genvpt's automatic choice now (torch SDPA when no gradient is recorded: every sampler);
-* ``bf16``: ``fp32`` under ``torch.autocast("cpu", torch.bfloat16)``.
+Modes (``MODES``): ``official`` / ``official-bf16``: the official sampler in fp32 / under bf16 autocast;
+``fp32-math``: genvpt with every attention through the explicit softmax(q k^T) v (its CPU sampling path before
+issue #16); ``fp32``: genvpt's automatic choice (SDPA whenever no gradient is recorded); ``bf16``: ``fp32`` under
+``torch.autocast(<device>, torch.bfloat16)``; ``*-compile``: ``generator.var.sample.compile`` (torch.compile per
+block, one graph per scale); ``*-graphs``: ``generator.var.sample.cuda_graphs`` (one CUDA graph per scale).
+``first_call_seconds`` is the first call at a batch size (compilation, capture); the median of ``--repeats``
+interleaved runs after it is reported. ``token_agreement_with_<eager>``: the share of tokens a compiled / graph
+run draws equal to the eager run of the same precision with the same seed (equal logits give equal tokens; on these
+random weights the next-token distributions are almost flat, so a last-bit rounding difference of a fused kernel
+changes a draw and every later scale: graph replay must agree fully, compiled kernels need not).
 
-Parity of bf16 with fp32: teacher-forced next-scale argmax agreement of the embedded default's trained VAR
-(``data/generators/var/model.pt``) on the target's token shards (``data/tokens/msvq/target``) when they exist, and of
-the random d16 model on random tokens; and FD-CLIP (the scoring CLIP) between that VAR's sample sets drawn in fp32 and
-in bf16 at two sampling seeds each, next to the FD between the two fp32 seeds (the sampling noise).
+Parity of bf16 with fp32 (CPU runs): teacher-forced next-scale argmax agreement of the embedded default's trained
+VAR (``data/generators/var/model.pt``) on the target's token shards (``data/tokens/msvq/target``) when they exist,
+and of the random d16 model on random tokens; and FD-CLIP (the scoring CLIP) between that VAR's sample sets drawn
+in fp32 and in bf16 at two sampling seeds each, next to the FD between the two fp32 seeds (the sampling noise).
 
-Writes benchmarks/results/var_speed.json (``--smoke``: a d2 model, batch 1, a temporary folder).
+Writes benchmarks/results/var_speed.json (``--device cuda``: var_speed_cuda.json; ``--smoke``: a d2 model,
+batch 1, a temporary folder).
 """
 from __future__ import annotations
 

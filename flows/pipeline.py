@@ -11,11 +11,15 @@ task that calls DVC's own ``reproduce(stage, single_item=True)``. So
 * Prefect adds retries (count and delay from ``params.prefect``), logs, a progress artifact, scheduling (``--serve``)
   and the report table as an artifact. Prefect's own result cache is off (DVC owns caching).
 
-Stages run one at a time: DVC holds a repository lock, so parallel ``reproduce`` calls in one checkout would fail.
-Scale out with one checkout per worker (see docs/architecture.md).
+With ``prefect.max_parallel`` 1 stages run one at a time through ``reproduce``. Above 1, stages that do not depend on
+each other run at the same time (at most that many commands at once, ``prefect.threads_per_stage`` threads each):
+DVC holds one repository lock, so parallel ``reproduce`` calls in one checkout would fail; instead DVC decides
+staleness and records results (``dvc commit``) one stage at a time while the stage commands run side by side
+(flows/dvc_stages.py). Outputs, dvc.lock and ``dvc status`` are those of a serial run with the same thread settings.
 
     python -m flows.pipeline                      # whole pipeline
     python -m flows.pipeline --stages prepare     # a stage and everything upstream of it
+    python -m flows.pipeline --max-parallel 2     # independent stages two at a time (params prefect.max_parallel)
     python -m flows.pipeline --serve --cron "0 3 * * *"   # scheduled (needs `prefect server start`)
 """
 from __future__ import annotations
@@ -24,6 +28,7 @@ import argparse
 import contextlib
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Optional
@@ -87,27 +92,73 @@ def run_stage(name: str, root: str) -> dict:
     return {"stage": name, "ran": did_work, "seconds": round(seconds, 3)}
 
 
+@task(name="dvc-stage-concurrent", cache_policy=NO_CACHE, task_run_name="{name}")
+def run_stage_concurrent(name: str, root: str, threads: Optional[int], slots: threading.Semaphore) -> dict:
+    """Run one DVC stage if stale, beside others (flows/dvc_stages.py); its upstream stages are recorded already."""
+    from flows.dvc_stages import run_if_stale
+
+    logger = get_run_logger()
+    r = run_if_stale(root, name, threads=threads, slots=slots)
+    logger.info("stage %s: %s (%.1fs)", name, "ran" if r["ran"] else "up to date, skipped", r["seconds"])
+    fault_point(f"flow:after:{name}")  # crash-recovery tests stop the flow after a stage here
+    return r
+
+
 @flow(name="genvpt-pipeline", log_prints=False)
-def pipeline(stages: Optional[list[str]] = None, root: str = str(ROOT)) -> list[dict]:
-    """Run the dvc.yaml pipeline (or ``stages`` and their upstream) stage by stage with retries."""
+def pipeline(stages: Optional[list[str]] = None, root: str = str(ROOT), max_parallel: Optional[int] = None) -> list[dict]:
+    """Run the dvc.yaml pipeline (or ``stages`` and their upstream) with retries; ``max_parallel`` (default
+    ``params.prefect.max_parallel``) independent stages at a time."""
     from genvpt.config import load_params
 
     logger = get_run_logger()
     params = load_params(Path(root) / "params.yaml")  # validated before anything runs
     order = stage_order(root, stages)
-    logger.info("stages in order: %s", ", ".join(order))
-    runner = run_stage.with_options(
-        retries=params.prefect.retries, retry_delay_seconds=params.prefect.retry_delay_seconds
-    )
+    parallel = int(max_parallel or params.prefect.max_parallel)
+    logger.info("stages in order: %s (at most %d at a time)", ", ".join(order), parallel)
     progress = create_progress_artifact(progress=0.0, key="genvpt-pipeline-progress", description="stages done (%)")
-    results = []
-    for i, name in enumerate(order):
-        results.append(runner(name, root))
-        fault_point(f"flow:after:{name}")  # crash-recovery tests stop the flow between stages here
-        update_progress_artifact(progress, progress=100.0 * (i + 1) / len(order))
+    if parallel > 1:
+        results = _run_concurrently(order, root, parallel, params.prefect, progress)
+    else:
+        runner = run_stage.with_options(
+            retries=params.prefect.retries, retry_delay_seconds=params.prefect.retry_delay_seconds
+        )
+        results = []
+        for i, name in enumerate(order):
+            results.append(runner(name, root))
+            fault_point(f"flow:after:{name}")  # crash-recovery tests stop the flow between stages here
+            update_progress_artifact(progress, progress=100.0 * (i + 1) / len(order))
     _publish_report(root, logger)
     ran = [r["stage"] for r in results if r["ran"]]
     logger.info("done: %d stage(s) ran (%s), %d up to date", len(ran), ", ".join(ran) or "none", len(results) - len(ran))
+    return results
+
+
+def _run_concurrently(order: list[str], root: str, parallel: int, prefect_params, progress) -> list[dict]:
+    """Submit every stage at once, each waiting for the stages it depends on; at most ``parallel`` commands run."""
+    from prefect.futures import wait
+
+    from flows.dvc_stages import stage_graph
+
+    upstream = stage_graph(root, order)
+    slots = threading.Semaphore(parallel)
+    runner = run_stage_concurrent.with_options(
+        retries=prefect_params.retries, retry_delay_seconds=prefect_params.retry_delay_seconds
+    )
+    futures: dict = {}
+    for name in order:  # dependency order: every upstream future exists already
+        futures[name] = runner.submit(name, root, prefect_params.threads_per_stage, slots,
+                                      wait_for=[futures[u] for u in sorted(upstream[name])])
+    wait(list(futures.values()))
+    results, failed = [], []
+    for i, name in enumerate(order):
+        state = futures[name].state
+        if state.is_completed():
+            results.append(futures[name].result())
+        else:
+            failed.append(f"{name} ({state.name})")
+        update_progress_artifact(progress, progress=100.0 * (i + 1) / len(order))
+    if failed:
+        raise RuntimeError(f"stages did not complete: {', '.join(failed)} (a stage after a failed one does not run)")
     return results
 
 
@@ -125,14 +176,17 @@ def _publish_report(root: str, logger) -> None:
 def main(argv: Optional[list[str]] = None) -> None:
     ap = argparse.ArgumentParser(description="Run the genvpt DVC pipeline as a Prefect flow.")
     ap.add_argument("--stages", nargs="*", default=None, help="stages to run (with their upstream); default all")
+    ap.add_argument("--max-parallel", type=int, default=None,
+                    help="independent stages run at once (default: params prefect.max_parallel)")
     ap.add_argument("--serve", action="store_true", help="serve the flow as a scheduled deployment")
     ap.add_argument("--cron", default="0 3 * * *", help="schedule for --serve")
     args = ap.parse_args(argv)
     _ensure_python_on_path()
     if args.serve:
-        pipeline.serve(name="genvpt-nightly", cron=args.cron, parameters={"stages": args.stages})
+        pipeline.serve(name="genvpt-nightly", cron=args.cron,
+                       parameters={"stages": args.stages, "max_parallel": args.max_parallel})
     else:
-        pipeline(stages=args.stages)
+        pipeline(stages=args.stages, max_parallel=args.max_parallel)
 
 
 if __name__ == "__main__":

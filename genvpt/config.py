@@ -30,6 +30,8 @@ from .captions.params import CaptionParams
 from .adaptation.params import AdaptationParams
 from .generators.params import GeneratorParams
 from .tokenizers.params import TokenizerParams
+from .classify.params import ClassifyParams
+from .distributed import DistributedParams, batch_size_errors
 
 __all__ = [
     "ConfigError",
@@ -53,10 +55,12 @@ class ConfigError(ValueError):
 
 
 class PrefectParams(StrictModel):
-    """Task retries for flows/pipeline.py."""
+    """flows/pipeline.py: task retries, and how many independent stale stages run at once (docs/architecture.md)."""
 
     retries: int = Field(default=1, ge=0)
     retry_delay_seconds: float = Field(default=5.0, ge=0.0)
+    max_parallel: int = Field(default=1, ge=1)               # 1 = one stage at a time (DVC's own reproduce)
+    threads_per_stage: Optional[int] = Field(default=None, ge=1)  # OMP/MKL threads of each stage command (null: inherit)
 
 
 def _source_default() -> DatasetParams:
@@ -87,6 +91,17 @@ class Params(StrictModel):
     generator: GeneratorParams = GeneratorParams()
     # the VQ tokenizers: taming VQGAN and VAR's multi-scale VQ-VAE (genvpt/tokenizers/params.py)
     tokenizer: TokenizerParams = TokenizerParams()
+    # PGN and its baselines adapting a frozen CLIP ViT classifier to the target (genvpt/classify/params.py)
+    classify: ClassifyParams = ClassifyParams()
+    # training processes per machine for generator pretraining and prompt training (torchrun; genvpt/distributed.py)
+    distributed: DistributedParams = DistributedParams()
+
+    @model_validator(mode="after")
+    def _batches_divide(self) -> "Params":
+        errors = batch_size_errors(self, self.distributed.nproc_per_node)
+        if errors:
+            raise KeyedErrors(errors)
+        return self
 
     @model_validator(mode="before")
     @classmethod

@@ -27,7 +27,15 @@ class Registry(dict, Generic[T]):
         self[name] = cls
         return cls
 
+    def names(self) -> list[str]:
+        """Every registered name, the built-in entries included."""
+        if self.builtins:
+            importlib.import_module(self.builtins)
+        return sorted(self)
+
     def lookup(self, name: str) -> type[T]:
+        if not isinstance(name, str):
+            raise ValueError(f"a {self.what} is named by a string, got {name!r}; registered: {', '.join(self.names())}")
         if name not in self and self.builtins:
             importlib.import_module(self.builtins)
         if name not in self:

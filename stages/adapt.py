@@ -1,10 +1,14 @@
 """DVC stage `adapt` (one instance per configuration in params `adaptation.configs`): adapt the configuration's frozen
 backbone to the target domain's tokens with its method, once per training seed of `adaptation.seeds`
--> data/adapted/<config>/seed-<s>/ (model.pt, record.json, curve.csv) + a summary over seeds for `dvc metrics`."""
+-> data/adapted/<config>/seed-<s>/ (model.pt, record.json, curve.csv) + a summary over seeds for `dvc metrics`.
+
+`distributed.nproc_per_node` > 1: the stage re-launches itself under torchrun and trains on that many processes (the
+same global batch; rank 0 writes the outputs; genvpt/distributed.py)."""
 from __future__ import annotations
 
 import argparse
 
+from genvpt import distributed
 from genvpt.config import load_params
 from genvpt.faults import run_stage
 from genvpt.logs import setup_logging
@@ -24,10 +28,13 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     setup_logging()
     params = load_params(args.params)
+    if distributed.relaunch_under_torchrun(params.distributed, "stages.adapt", argv):
+        return {}  # torchrun ran the stage (called from Python with argv)
     from genvpt.adaptation.run import run_adapt
 
-    return run_adapt(params, args.config, tokens=args.tokens, generator=args.generator, tokenizer=args.tokenizer,
-                     clip=args.clip, captions=args.captions, out=args.out, summary=args.summary)
+    with distributed.session(params.distributed, params.adaptation.device):
+        return run_adapt(params, args.config, tokens=args.tokens, generator=args.generator, tokenizer=args.tokenizer,
+                         clip=args.clip, captions=args.captions, out=args.out, summary=args.summary)
 
 
 if __name__ == "__main__":

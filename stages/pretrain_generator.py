@@ -7,11 +7,15 @@
 
 Outputs: ``model.pt``, ``loss.csv`` (DVC plot), ``samples.png`` (a row per class), ``metrics.json`` (losses, time,
 parameters, images/s, class accuracy of samples under the source-domain classifier).
+
+``distributed.nproc_per_node`` > 1: the stage re-launches itself under torchrun and trains on that many processes
+(the same global batch; rank 0 writes the outputs; genvpt/distributed.py).
 """
 from __future__ import annotations
 
 import argparse
 
+from genvpt import distributed
 from genvpt.config import load_params
 from genvpt.generators import FAMILIES, TOKENIZER_OF
 from genvpt.generators.pretrain import pretrain_family
@@ -30,16 +34,19 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     setup_logging()
     params = load_params(args.params)
+    if distributed.relaunch_under_torchrun(params.distributed, "stages.pretrain_generator", argv):
+        return {}  # torchrun ran the stage (called from Python with argv)
     tok = TOKENIZER_OF[args.family]
-    return pretrain_family(
-        args.family,
-        params.generator,
-        tokens_dir=args.tokens or f"data/tokens/{tok}/source",
-        tokenizer_path=args.tokenizer or f"data/tokenizers/{tok}/model.pt",
-        out_dir=args.out or f"data/generators/{args.family}",
-        classifier_path=args.classifier,
-        seed=params.seed,
-    )
+    with distributed.session(params.distributed, params.generator.device):
+        return pretrain_family(
+            args.family,
+            params.generator,
+            tokens_dir=args.tokens or f"data/tokens/{tok}/source",
+            tokenizer_path=args.tokenizer or f"data/tokenizers/{tok}/model.pt",
+            out_dir=args.out or f"data/generators/{args.family}",
+            classifier_path=args.classifier,
+            seed=params.seed,
+        )
 
 
 if __name__ == "__main__":

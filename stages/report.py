@@ -1,7 +1,8 @@
 """DVC stage `report`: scores + sample sets -> report/index.html (self-contained) and report/report.md: every number
 mean ± std (n seeds), the best per column marked only beyond the spread, the sampling noise stated once, headline
 comparisons of row pairs with both spreads, averaged variants (mvp-random0/1/2), a sample grid per row (its first
-seed), training curves and FD against trainable parameters (report/plots/*.png, DVC plots)."""
+seed), training curves and FD against trainable parameters (report/plots/*.png, DVC plots); with --classify, the
+classification section (PGN and its baselines: methods x datasets, prompt inversion)."""
 from __future__ import annotations
 
 import argparse
@@ -31,13 +32,16 @@ def main(argv: list[str] | None = None):
                          + ", ".join(f"{a}:{b}" for a, b in DEFAULT_COMPARISONS) + ")")
     ap.add_argument("--memory-benchmark", default=None,
                     help="benchmarks/mvp_memory.py's result file (MVP vs prefilled peak memory at VAR-d16 size)")
+    ap.add_argument("--classify", default=None,
+                    help="folder of the classify@<config> stages' <config>.json (the classification section)")
     ap.add_argument("--params", default=None, help="params file (default: params.yaml)")
     args = ap.parse_args(argv)
     setup_logging()
     params = load_params(args.params)
     return build_report(args.scores, args.samples, args.out, report_params=params.report,
                         comparisons=args.compare or [tuple(x.split(':')) for x in params.report.compare], order=report_rows(params),
-                        target_dir=args.target, memory_benchmark=args.memory_benchmark)
+                        target_dir=args.target, memory_benchmark=args.memory_benchmark,
+                        classify_dir=args.classify, classify_order=list(params.classify.configs))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """The whole dvc.yaml pipeline at toy size: params.yaml shrunk so that every stage runs in seconds (16 px shapes, a
 few images per class, a few training steps with checkpoints every 2 steps, one adaptation configuration per
-backbone), and the stage commands read from dvc.yaml itself (so a stage added there is covered without editing
+backbone, three classification configurations on the tiny CLIP ViT), and the stage commands read from dvc.yaml itself (so a stage added there is covered without editing
 the tests that use this)."""
 from __future__ import annotations
 
@@ -14,9 +14,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # a prompt method on the AR (class-token prompts) and on VAR with its CLIP loss (MVP): the two adaptation code paths
 CONFIGS = ("vpt-ar", "mvp")
+# classification: nothing trains (zero-shot), input-independent tokens (IIP), generated tokens (PGN); both inverted
+CLASSIFY_CONFIGS = ("zero-shot", "iip", "pgn")
 
 
-def tiny_params(configs: tuple[str, ...] = CONFIGS) -> dict:
+def tiny_params(configs: tuple[str, ...] = CONFIGS, classify: tuple[str, ...] = CLASSIFY_CONFIGS) -> dict:
     p = yaml.safe_load((ROOT / "params.yaml").read_text())
     p = copy.deepcopy(p)
     for block, n in (("dataset", 5), ("source", 8)):
@@ -54,6 +56,14 @@ def tiny_params(configs: tuple[str, ...] = CONFIGS) -> dict:
                                  eval_every=2)
     gen["classifier"].update(width=4, epochs=1, batch_size=8)
     gen["eval"].update(samples_per_class=2, batch_size=6, grid_per_class=2)
+    cl = p["classify"]
+    cl["seeds"] = [0, 1]
+    cl["num_threads"] = 1
+    cl["clip"]["batch_size"] = 16  # the tiny CLIP ViT (genvpt-tiny-vit), a few pretraining steps
+    cl["clip"]["train"] = dict(steps=4, batch_size=8, warmup_steps=1, checkpoint_every=2, eval_batch_size=16)
+    cl["train"].update(steps=4, batch_size=8, checkpoint_every=2, eval_batch_size=16)
+    cl["configs"] = {k: cl["configs"][k] for k in classify}
+    cl["inversion"]["configs"] = [c for c in cl["inversion"]["configs"] if c in classify]
     return p
 
 

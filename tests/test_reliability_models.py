@@ -409,7 +409,7 @@ def _leaves(d: dict, prefix: tuple) -> list[tuple]:
 def _mappings(d: dict, prefix: tuple) -> list[tuple]:
     out = [prefix]
     for k, v in d.items():
-        if isinstance(v, dict) and v and not (prefix == ("adaptation",) and k == "configs"):  # names, not keys
+        if isinstance(v, dict) and v and not (prefix in {("adaptation",), ("classify",)} and k == "configs"):  # names
             out += _mappings(v, prefix + (k,))
     return out
 

@@ -198,6 +198,9 @@ ALLOWED = {
     ("genvpt/clip/model.py", "convert_torchscript", "torch.jit.load"):
         "the one-off `python -m genvpt.clip convert-torchscript IN OUT` command, run by hand on OpenAI's "
         "TorchScript release (documented as a trusted step); the pipeline itself never calls it",
+    ("genvpt/distributed.py", "relaunch_under_torchrun", "os.execv"):
+        "a stage entry point becomes `<this python> -m torch.distributed.run ... -m stages.<name> <its own argv>` "
+        "(an argument list, no shell, nothing read from data files) so that SIGTERM reaches torchrun",
 }
 
 

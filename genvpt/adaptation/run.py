@@ -10,6 +10,7 @@ from typing import Any, Optional
 
 import torch
 
+from .. import distributed
 from ..io import atomic_dir, read_json, write_json
 from ..training import resolve_device
 from .data import load_train_data
@@ -50,7 +51,7 @@ def run_adapt(params: Any, name: str, *, tokens: str, generator: str, out: str, 
 
     ap = params.adaptation
     cfg = ap.config(name)
-    device = resolve_device(ap.device, "adaptation.device")
+    device = distributed.rank_device(resolve_device(ap.device, "adaptation.device"))  # cuda:<LOCAL_RANK> under torchrun
     if ap.num_threads:
         torch.set_num_threads(ap.num_threads)
     tok_path = tokenizer or tokenizer_of_tokens(tokens)
@@ -79,13 +80,17 @@ def run_adapt(params: Any, name: str, *, tokens: str, generator: str, out: str, 
         backbone = load_backbone(cfg.backbone, generator, tok_path, device=device)  # fresh per seed
         records.append(train_adaptation(cfg, backbone=backbone, data=data, out_dir=work / f"seed-{seed}",
                                         seed=seed, clip=clip_model, device=device, source=source, val_data=val))
+    result = {"name": name, "backbone": cfg.backbone, "method": cfg.method, **summarise_records(records)}
+    if distributed.world_size() > 1:
+        result["world_size"] = distributed.world_size()  # absent: one process
+    if not distributed.is_main():  # under torchrun rank 0 writes the outputs
+        return result
     with atomic_dir(out_path) as tmp:
         for seed in seed_list:
             (tmp / f"seed-{seed}").mkdir()
             for f in SEED_FILES:
                 shutil.copy2(work / f"seed-{seed}" / f, tmp / f"seed-{seed}" / f)
     shutil.rmtree(work)
-    result = {"name": name, "backbone": cfg.backbone, "method": cfg.method, **summarise_records(records)}
     if summary:
         write_json(summary, result)
     return result

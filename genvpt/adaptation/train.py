@@ -31,6 +31,7 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
+from .. import distributed
 from ..backbones.base import Backbone
 from ..checkpoint import load_file, save_state_file
 from ..io import read_json, sha256_file, write_json
@@ -184,7 +185,9 @@ def train_adaptation(
     crash leaves behind). ``val_data``: the loss on held-out tokens before and after training goes in the record."""
     device = torch.device(device)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    world, main = distributed.world_size(), distributed.is_main()  # under torchrun: rank 0 writes every file
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
     ts = cfg.train
     mcls = method_class(cfg.method)
     seed_everything(seed)
@@ -241,65 +244,92 @@ def train_adaptation(
                      cfg.name, seed, out)
             return read_json(out / "record.json")
         log.warning("%s was written for another configuration or backbone; training again", out)
-    done.unlink(missing_ok=True)
     ckpt = TrainCheckpoint(out / "train_state.pt", every=ts.checkpoint_every)
-    if ckpt.path.exists() and load_file(ckpt.path).get("extra", {}).get("fingerprint") != fingerprint:
-        log.warning("%s was written for another configuration or backbone; starting from scratch", ckpt.path)
-        ckpt.remove()
+    stale = ckpt.path.exists() and load_file(ckpt.path).get("extra", {}).get("fingerprint") != fingerprint
+    distributed.barrier()  # every rank has read the files before rank 0 changes them
+    if main:
+        done.unlink(missing_ok=True)
+        if stale:
+            log.warning("%s was written for another configuration or backbone; starting from scratch", ckpt.path)
+            ckpt.remove()
+    distributed.barrier()
     state = AdapterState(method)
-    start = ckpt.resume(state, opt, sched)
+    start = ckpt.resume(state, opt, sched)  # every rank loads the same state
     history: list[dict[str, Any]] = list(ckpt.extra.get("history", []))
     elapsed = float(ckpt.extra.get("elapsed_s", 0.0))
 
     N = len(data)
     bs = min(ts.batch_size, N)
+    # the global batch (every rank draws it) and this rank's equal slice of it; one process: the whole batch
+    shard = distributed.batch_shard(bs, f"adaptation.configs.{cfg.name}.train.batch_size")
+    train_params = [p for _, p in trainable]
+    if world > 1 and mcls.needs_clip(cfg.options):
+        log.warning("%s: the CLIP terms are computed over each process's slice of the batch (its own negatives): "
+                    "%d processes agree with one in the token loss, the CLIP terms in expectation", cfg.name, world)
     scales = [s.to(device) for s in data.scales]
     labels_all = data.labels.to(device)
     null = backbone.null_label
     last = ts.steps if stop_after is None else min(ts.steps, stop_after)
-    log.info("%s (%s on %s, seed %d): %d trainable of %d backbone parameters (%.4f%%), %d steps of batch %d on %s",
+    log.info("%s (%s on %s, seed %d): %d trainable of %d backbone parameters (%.4f%%), %d steps of batch %d on %s%s",
              cfg.name, cfg.method, cfg.backbone, seed, n_trainable, backbone_params,
-             100.0 * n_trainable / backbone_params, ts.steps, bs, device)
+             100.0 * n_trainable / backbone_params, ts.steps, bs, device,
+             f" ({world} processes of {shard.size} samples each)" if world > 1 else "")
     method.train()
     t0 = time.perf_counter()
     with PeakMemory(device) as mem:
         bar = tqdm(range(start, last), desc=f"adapt {cfg.name} seed {seed}", unit="step", initial=start,
-                   total=ts.steps, disable=not progress, mininterval=5.0)
+                   total=ts.steps, disable=not (progress and main), mininterval=5.0)
         for step in bar:
             g = _step_generator(seed, step, 1, torch.device("cpu"))
             idx = torch.randperm(N, generator=g)[:bs].to(device)
-            labels = labels_all[idx]
             drop = (torch.rand(bs, generator=g) < ts.label_drop).to(device)
+            if shard.split:  # this rank's rows of the global batch drawn above
+                idx, drop = idx[shard.rows], drop[shard.rows]
+            labels = labels_all[idx]
             fed = labels.masked_fill(drop, null) if null >= 0 else labels
             torch.manual_seed(seed * 1_000_003 + step)  # prompt dropout and other module randomness
             gd = _step_generator(seed, step, 2, device)
-            inj = method.injections(fed, idx=idx, drop=drop)
-            loss, logits = backbone.loss(backbone.batch(scales, idx), None if method.replaces_condition else fed,
-                                         inj, generator=gd)
+            with shard:  # per-sample draws (masks, prompt dropout) are the global batch's rows
+                inj = method.injections(fed, idx=idx, drop=drop)
+                loss, logits = backbone.loss(backbone.batch(scales, idx), None if method.replaces_condition else fed,
+                                             inj, generator=gd)
             terms = method.extra_losses(ctx, logits=logits, labels=labels, idx=idx, drop=drop, generator=gd)
             total = loss + sum(terms.values()) if terms else loss
-            check_finite(total, step + 1, f"adaptation {cfg.name} seed {seed} ({out})", ckpt)
+            if world > 1:  # the global batch's losses (mean of the ranks' equal slices), the same on every rank
+                names = sorted(terms)
+                vals = distributed.mean_across([total, loss, *(terms[k] for k in names)])
+                logged = {"loss": vals[0], "task_loss": vals[1], **dict(zip(names, vals[2:]))}
+                check_finite(vals[0], step + 1, f"adaptation {cfg.name} seed {seed} ({out})", ckpt)
+            else:
+                check_finite(total, step + 1, f"adaptation {cfg.name} seed {seed} ({out})", ckpt)
             opt.zero_grad(set_to_none=True)
             total.backward()
             _grad_check(method, trainable_ids, backbone, clip)
+            distributed.all_reduce_grads(train_params)  # the global batch's gradient (no-op in one process)
             if ts.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_([p for _, p in trainable], ts.grad_clip)
             opt.step()
             sched.step()
-            row = {"step": step + 1, "loss": round(total.item(), 5), "task_loss": round(loss.item(), 5)}
-            row.update({k: round(v.item(), 5) for k, v in sorted(terms.items())})
+            if world > 1:
+                row = {"step": step + 1, "loss": round(logged["loss"], 5), "task_loss": round(logged["task_loss"], 5)}
+                row.update({k: round(logged[k], 5) for k in sorted(terms)})
+            else:
+                row = {"step": step + 1, "loss": round(total.item(), 5), "task_loss": round(loss.item(), 5)}
+                row.update({k: round(v.item(), 5) for k, v in sorted(terms.items())})
             row["lr"] = opt.param_groups[0]["lr"]
             history.append(row)
             if (step + 1) % 10 == 0:
                 bar.set_postfix(loss=f"{row['loss']:.3f}")
-            if (step + 1) % ts.checkpoint_every == 0 and step + 1 < ts.steps:
+            if (step + 1) % ts.checkpoint_every == 0 and step + 1 < ts.steps and main:
                 ckpt.save(step + 1, state, opt, sched, history=history, fingerprint=fingerprint,
                           elapsed_s=elapsed + time.perf_counter() - t0)
         bar.close()
     method.eval()
     train_time = elapsed + time.perf_counter() - t0
     if last < ts.steps:
-        ckpt.save(last, state, opt, sched, history=history, fingerprint=fingerprint, elapsed_s=train_time)
+        if main:
+            ckpt.save(last, state, opt, sched, history=history, fingerprint=fingerprint, elapsed_s=train_time)
+        distributed.barrier()  # the state is on disk before any rank returns (and may resume from it)
         return {"stopped_at": last}
 
     after = _frozen_hashes(backbone, clip, mcls.trains_backbone)
@@ -345,6 +375,10 @@ def train_adaptation(
         "backbone_trained": mcls.trains_backbone,
         "source": source or {},
     }
+    if world > 1:
+        record["world_size"] = world  # absent: one process
+    if not main:
+        return record
     config = {**cfg.to_dict(), "seed": seed, "info": info.to_dict(), "source": source or {}}
     save_adapted(out / "model.pt", method, config, trainable_params=int(n_trainable), steps=ts.steps)
     cols = ["step", "loss", "task_loss", *extra_keys, "lr"]

@@ -1,8 +1,10 @@
-"""params.yaml section ``classify`` (not wired into genvpt/config.py yet): PGN and its classification baselines on
-the prepared target dataset, each configuration trained once per seed of ``classify.seeds``.
+"""params.yaml section ``classify`` (composed into genvpt/config.py; stages ``pretrain_clip_vit`` and
+``classify@<config>``): PGN and its classification baselines on the prepared target dataset, each configuration
+trained once per seed of ``classify.seeds``.
 
 A configuration is ``name: {method, train: {overrides of classify.train}, <the method's options>}``; the options are
 validated by the method's ``Params`` (genvpt/classify/methods/<method>.py), whose defaults are the only defaults.
+Errors are :class:`genvpt.schema.KeyedErrors`: genvpt/config.py names the full key (``classify.configs.pgn.bogus``).
 Import-light: torch is imported only when a configuration is validated against the method registry.
 """
 from __future__ import annotations
@@ -14,13 +16,14 @@ from typing import Any, Literal, Optional
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from ..clip.params import ClipParams
-from ..schema import StrictModel, describe_errors
+from ..schema import KeyedErrors, StrictModel, describe_errors, error_items
 
 __all__ = ["AugmentParams", "ClassifyTrainParams", "InversionParams", "ClassifyConfig", "ClassifyParams",
-           "DEFAULT_TEMPLATE", "EXAMPLE_BLOCK"]
+           "DEFAULT_TEMPLATE", "DEFAULT_CLASSIFY_CLIP", "DEFAULT_CLASSIFY_CLIP_PATH", "EXAMPLE_BLOCK"]
 
-# The block a ``classify`` stage adds to params.yaml (tests/test_classify_methods.py validates it). The embedded
-# default's CLIP is a CNN (genvpt-tiny-cnn): token prompts and inversion need a ViT, hence the clip override.
+# The ``classify`` block of params.yaml (tests/test_classify_methods.py validates it; tests/test_config.py checks that
+# params.yaml's values are the models' defaults). The embedded default's scoring CLIP is a CNN (genvpt-tiny-cnn):
+# token prompts and inversion need a ViT, hence the classify-only CLIP (stage pretrain_clip_vit).
 EXAMPLE_BLOCK = """\
 classify:
   clip:                         # null = the top-level clip block; pgn / iip / inversion need a ViT vision tower
@@ -57,6 +60,8 @@ classify:
   inversion: {configs: [pgn, iip], placement: append, ln_invariant: true, split: test}
 """
 DEFAULT_TEMPLATE = "This is a photo of a {class_name}"  # the official PGN scripts' template for most datasets
+DEFAULT_CLASSIFY_CLIP_PATH = "data/clip-vit/model.pt"  # what stage pretrain_clip_vit writes (trained or imported)
+DEFAULT_CLASSIFY_CLIP = ClipParams(model="genvpt-tiny-vit", pretrained=DEFAULT_CLASSIFY_CLIP_PATH)
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _RESERVED = ("method", "train")
 
@@ -134,9 +139,11 @@ class ClassifyConfig:
 class ClassifyParams(StrictModel):
     """The ``classify`` section."""
 
-    clip: Optional[ClipParams] = None  # null: the top-level clip block (PGN, IIP and inversion need a ViT tower)
+    # the CLIP the methods adapt (stage pretrain_clip_vit trains it when it is one of genvpt's own configs, imports
+    # it otherwise, and writes data/clip-vit/model.pt); null: the top-level clip block's model, imported
+    clip: Optional[ClipParams] = DEFAULT_CLASSIFY_CLIP
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    num_threads: Optional[int] = Field(default=None, ge=1)
+    num_threads: Optional[int] = Field(default=1, ge=1)  # torch CPU threads (null: torch's default)
     template: str = DEFAULT_TEMPLATE
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
     eval_splits: list[str] = Field(default_factory=lambda: ["val", "test"])
@@ -164,12 +171,14 @@ class ClassifyParams(StrictModel):
             self.config(name)
         bad = [c for c in self.inversion.configs if c not in self.configs]
         if bad:
-            raise ValueError(f"inversion.configs: {bad} are not configurations (configs has {sorted(self.configs)})")
+            raise _keyed("inversion.configs", f"{bad} are not configurations (configs has {sorted(self.configs)})")
+        if not self.inversion.configs:
+            return self
         from .method import method_class
 
         flat = [c for c in self.inversion.configs if not method_class(self.configs[c]["method"]).needs_vit]
         if flat:
-            raise ValueError(f"inversion.configs: {flat} make no token prompts to invert (methods pgn, iip do)")
+            raise _keyed("inversion.configs", f"{flat} make no token prompts to invert (methods pgn, iip do)")
         return self
 
     def config(self, name: str) -> ClassifyConfig:
@@ -179,30 +188,46 @@ class ClassifyParams(StrictModel):
         if name not in self.configs:
             raise KeyError(f"no classify configuration {name!r}; params classify.configs has: "
                            f"{', '.join(self.configs) or '(none)'}")
-        where = f"classify.configs.{name}"
+        key = f"configs.{name}"  # relative to the section (genvpt/config.py prefixes "classify.")
+        where = f"classify.{key}"
         if not _NAME.match(name):
-            raise ValueError(f"{where}: the name must match {_NAME.pattern} (it becomes a folder name)")
+            raise _keyed(key, f"the name must match {_NAME.pattern} (it becomes a folder name)", where)
         raw = self.configs[name]
         if not isinstance(raw, dict) or "method" not in raw:
-            raise ValueError(f"{where} must be a mapping with a method and its options")
+            raise _keyed(key, "must be a mapping with a method and its options", where, " ")
         try:
             mcls = method_class(raw["method"])
         except ValueError as err:
-            raise ValueError(f"{where}.method: {err}") from None
+            raise _keyed(f"{key}.method", str(err), f"{where}.method") from None
         over = raw.get("train") or {}
         if not isinstance(over, dict):
-            raise ValueError(f"{where}.train must be a mapping of overrides of classify.train")
+            raise _keyed(f"{key}.train", "must be a mapping of overrides of classify.train", f"{where}.train", " ")
         base = self.train.model_dump()
         if isinstance(over.get("augment"), dict):
             over = {**over, "augment": {**base["augment"], **over["augment"]}}
         try:
             train = ClassifyTrainParams.model_validate({**base, **over})
         except ValidationError as err:
-            raise ValueError(f"{where}.train: {describe_errors(err, list(ClassifyTrainParams.model_fields))}") from None
+            fields = list(ClassifyTrainParams.model_fields)
+            raise _errors(error_items(err, fields, f"{key}.train"),
+                          f"{where}.train: {describe_errors(err, fields)}") from None
         opts = {k: v for k, v in raw.items() if k not in _RESERVED}
         try:
             options = mcls.Params.model_validate(opts)
         except ValidationError as err:
-            raise ValueError(f"{where} (method {mcls.name}): "
-                             f"{describe_errors(err, list(mcls.Params.model_fields) + list(_RESERVED))}") from None
+            fields = list(mcls.Params.model_fields) + list(_RESERVED)
+            raise _errors(error_items(err, fields, key, f"method {mcls.name}"),
+                          f"{where} (method {mcls.name}): {describe_errors(err, fields)}") from None
         return ClassifyConfig(name=name, method=mcls.name, train=train, options=options)
+
+
+def _errors(items: list[tuple[str, str]], message: str) -> KeyedErrors:
+    """KeyedErrors whose items (keys relative to the section) genvpt/config.py prefixes with ``classify.``, and whose
+    own message (what ``ClassifyParams(...)`` alone raises) names the full key too."""
+    err = KeyedErrors(items)
+    err.args = (message,)
+    return err
+
+
+def _keyed(key: str, msg: str, full: Optional[str] = None, sep: str = ": ") -> KeyedErrors:
+    return _errors([(key, msg)], f"{full or 'classify.' + key}{sep}{msg}")

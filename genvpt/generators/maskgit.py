@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..distributed import batch_rand
 from .common import attend, categorical, filter_logits, gumbel_noise, sampling, trunc_normal_
 
 __all__ = ["MaskGITConfig", "MaskGIT", "mask_schedule", "official_unmask_counts", "SAMPLERS"]
@@ -265,9 +266,10 @@ class MaskGIT(nn.Module):
         tok = tokens.reshape(B, -1)
         N = tok.shape[1]
         dev = tok.device
-        r = torch.rand(B, generator=generator, device=dev)
+        # batch_rand: torch.rand, except under multi-process training (the global batch's draws, this rank's rows)
+        r = batch_rand(B, generator=generator, device=dev)
         n_mask = torch.ceil(mask_schedule(r, schedule).clamp(1e-6, 1.0) * N).long().clamp(1, N)
-        scores = torch.rand(B, N, generator=generator, device=dev)
+        scores = batch_rand(B, N, generator=generator, device=dev)
         ranks = scores.argsort(dim=1).argsort(dim=1)
         mask = ranks < n_mask[:, None]
         return tok.masked_fill(mask, self.mask_id), mask
@@ -287,7 +289,7 @@ class MaskGIT(nn.Module):
         B = tokens.shape[0]
         target = tokens.reshape(B, -1)
         if labels is not None and label_drop > 0:
-            drop = torch.rand(B, generator=generator, device=target.device) < label_drop
+            drop = batch_rand(B, generator=generator, device=target.device) < label_drop
             labels = labels.masked_fill(drop, self.null_label)
         masked, mask = self.mask_tokens(target, generator=generator, schedule=schedule)
         logits = self(masked, labels, prefix_embeds=prefix_embeds, replace_class=replace_class)

@@ -20,6 +20,7 @@ from typing import Any, Optional
 
 import torch
 
+from .. import distributed
 from ..checkpoint import CheckpointError
 from ..io import atomic_path, write_json
 from ..training import count_parameters, peak_memory_mb, seed_everything, write_curve
@@ -125,9 +126,11 @@ def pretrain_family(
 
     t_stage = time.perf_counter()
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    main = distributed.is_main()  # under torchrun: rank 0 writes every output, the others only train
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
     fp = gp.family(family)
-    device = pick_device(gp.device)
+    device = distributed.rank_device(pick_device(gp.device))
     if gp.num_threads:
         torch.set_num_threads(gp.num_threads)
     seed_everything(seed)
@@ -151,6 +154,9 @@ def pretrain_family(
                               state_path=out / "train_state.pt", seed=seed, device=device)
         model, history = res.model, res.history
         summary = {"trained": True, **res.summary}
+    if not main:  # evaluation and every output: rank 0's
+        log.info("%s: rank %d done; rank 0 writes the outputs", family, distributed.rank())
+        return summary
     class_names = class_names or [str(c) for c in range(model.cfg.num_classes)]
 
     save_generator(out / "model.pt", model.cpu(), class_names=class_names, tokenizer=str(tokenizer_path),

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from .. import distributed
 from ..checkpoint import load_file
 from ..training import TrainCheckpoint, check_finite, cosine_lambda, count_parameters
 from .ar import GPT, ARConfig
@@ -153,15 +154,48 @@ class _FamilyData:
         gt = self.gt[idx].to(dev)
         if self.family == "ar":
             if train and tp.label_drop > 0:
-                drop = torch.rand(y.shape[0], device=dev, generator=generator) < tp.label_drop
+                drop = distributed.batch_rand(y.shape[0], device=dev, generator=generator) < tp.label_drop
                 y = y.masked_fill(drop, m.null_label)
             _, loss = m(gt, y, label_smoothing=tp.label_smoothing)
             return loss
         if self.family == "maskgit":
             return m.loss(gt, y, label_smoothing=tp.label_smoothing, label_drop=tp.label_drop if train else 0.0,
                           schedule=self.schedule, generator=generator)
-        logits = m(y, self.x[idx].to(dev))  # VAR drops labels itself in train mode (cond_drop_rate)
+        x = self.x[idx].to(dev)
+        if train and distributed.in_shard() and m.training and m.cfg.cond_drop_rate > 0:
+            # the draw VAR's forward makes (its first), made for the global batch: this rank keeps its rows
+            drop = distributed.batch_rand(y.shape[0], device=y.device) < m.cfg.cond_drop_rate
+            with _no_cond_drop(m):
+                logits = m(y.masked_fill(drop, m.num_classes), x)
+        else:
+            logits = m(y, x)  # VAR drops labels itself in train mode (cond_drop_rate)
         return m.loss(logits, gt, label_smoothing=tp.label_smoothing)
+
+
+class _TrainLoss(nn.Module):
+    """The training loss of a batch of indices as a module's forward (what DistributedDataParallel wraps: MaskGIT
+    trains through ``loss()``, not ``forward()``)."""
+
+    def __init__(self, data: _FamilyData):
+        super().__init__()
+        self.model = data.model
+        self._data = [data]  # not a submodule
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self._data[0].loss(idx, train=True)
+
+
+class _no_cond_drop:
+    """VAR's ``cond_drop_rate`` set to 0 for one call (the labels were dropped for the global batch already)."""
+
+    def __init__(self, model: nn.Module):
+        self.model, self.rate = model, model.cfg.cond_drop_rate
+
+    def __enter__(self) -> None:
+        self.model.cfg.cond_drop_rate = 0.0
+
+    def __exit__(self, *exc: Any) -> None:
+        self.model.cfg.cond_drop_rate = self.rate
 
 
 def train_generator(
@@ -198,16 +232,19 @@ def train_generator(
 
     ckpt = TrainCheckpoint(state_path, every=tp.checkpoint_every) if state_path else None
     start, history, prior_seconds = 0, [], 0.0
+    world, main = distributed.world_size(), distributed.is_main()
     if ckpt is not None and ckpt.path.exists():
         saved = _saved_fingerprint(ckpt.path)
-        if saved == fingerprint:
+        if saved == fingerprint:  # every rank loads the state
             start = ckpt.resume(model, opt, sched)
             history = list(ckpt.extra.get("history", []))
             prior_seconds = float(ckpt.extra.get("train_seconds", 0.0))
         else:
             log.warning("ignoring training state %s: it was made with other params or data (fingerprint %s != %s)",
                         ckpt.path, saved, fingerprint)
-            ckpt.remove()
+            distributed.barrier()  # every rank has read it before rank 0 removes it
+            if main:
+                ckpt.remove()
 
     precision = resolve_precision(tp.precision, device)
 
@@ -215,22 +252,39 @@ def train_generator(
         return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
     batches = _Batches(len(data), tp.batch_size, seed)
+    # the global batch (every rank draws it) and this rank's equal slice of it; one process: the whole batch
+    shard = distributed.batch_shard(batches.bs, f"generator.{family}.train.batch_size")
+    step_loss = data.loss
+    if world > 1:
+        # buffers never change in training and are equal on every rank: no per-step broadcast of them
+        step_loss = distributed.wrap_ddp(_TrainLoss(data), broadcast_buffers=False)
+        if _module_randomness(model):
+            log.warning("generator %s: dropout / drop-path masks are drawn per process: %d processes agree with one "
+                        "in distribution only", family, world)
     val_gen = torch.Generator(device=device)
     t0 = time.time()
     window: list[float] = []
-    bar = tqdm(range(start, tp.steps), desc=f"train {family}", disable=not progress, initial=start, total=tp.steps)
+    bar = tqdm(range(start, tp.steps), desc=f"train {family}", disable=not (progress and main), initial=start,
+               total=tp.steps)
     model.train()
     for step in bar:
-        with autocast():
-            loss = data.loss(batches(step), train=True)
-        check_finite(loss, step + 1, f"generator {family} training", ckpt)
+        if world > 1:
+            with autocast(), shard:
+                loss = step_loss(batches(step)[shard.rows])
+            (reported,) = distributed.mean_across([loss])  # the global batch's loss, on every rank
+            check_finite(reported, step + 1, f"generator {family} training", ckpt)
+        else:
+            with autocast():
+                loss = data.loss(batches(step), train=True)
+            check_finite(loss, step + 1, f"generator {family} training", ckpt)
+            reported = float(loss.detach())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if tp.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), tp.grad_clip)
         opt.step()
         sched.step()
-        window.append(float(loss.detach()))
+        window.append(reported)
         done = step + 1
         if done % tp.log_every == 0 or done == tp.steps:
             row = {"step": done, "loss": sum(window) / len(window), "lr": opt.param_groups[0]["lr"]}
@@ -241,10 +295,10 @@ def train_generator(
                 model.train()
             history.append(row)
             bar.set_postfix(loss=f"{row['loss']:.3f}")
-        if ckpt is not None and done < tp.steps:
+        if ckpt is not None and done < tp.steps and main:
             ckpt.maybe_save(done, model, opt, sched, history=history, fingerprint=fingerprint,
                             train_seconds=prior_seconds + time.time() - t0)
-    if ckpt is not None and start < tp.steps:  # the finished state: a rerun with the same fingerprint trains nothing
+    if ckpt is not None and start < tp.steps and main:  # the finished state: a rerun with the same fingerprint trains nothing
         ckpt.save(tp.steps, model, opt, sched, history=history, fingerprint=fingerprint,
                   train_seconds=prior_seconds + time.time() - t0)
     model.eval()
@@ -261,10 +315,22 @@ def train_generator(
         "precision": precision,
         "fingerprint": fingerprint,
     }
+    if world > 1:
+        summary["world_size"] = world  # absent: one process
     # curves keep one schema: every row has the same keys (val_loss empty where not evaluated)
     keys = ["step", "loss", "lr", "val_loss"]
     history = [{k: r.get(k, "") for k in keys} for r in history]
     return TrainResult(model=model, history=history, summary=summary)
+
+
+def _module_randomness(model: nn.Module) -> bool:
+    """Whether training draws masks inside the model (dropout, drop-path) that no rank shares."""
+    for mod in model.modules():
+        p = getattr(mod, "p", 0.0) if isinstance(mod, nn.Dropout) or type(mod).__name__ == "DropPath" else 0.0
+        attn = getattr(mod, "attn_drop", 0.0)  # attention dropout given to the attention kernel as a rate
+        if (isinstance(p, float) and p > 0) or (isinstance(attn, float) and attn > 0):
+            return True
+    return False
 
 
 def bf16_supported(device: torch.device) -> bool:

@@ -19,6 +19,7 @@ from typing import Any, Optional, Sequence
 from ..io import atomic_dir, read_json
 from ..metrics.params import ReportParams
 from ..metrics.registry import metric_info
+from .classify import classify_html, classify_markdown, load_classify_results
 from .figures import image_grid, plot_curves, plot_fd_vs_params, save_grid
 from .tables import (
     BEST_RULE,
@@ -386,13 +387,16 @@ def build_report(
     order: Optional[Sequence[str]] = None,
     target_dir: Optional[str | os.PathLike] = None,
     memory_benchmark: Optional[str | os.PathLike] = None,
+    classify_dir: Optional[str | os.PathLike] = None,
+    classify_order: Optional[Sequence[str]] = None,
 ) -> Path:
     """Write ``out_dir`` (atomically): index.html, report.md, plots/*.png. Returns the index.html path.
 
     ``comparisons``: pairs (a, b) of row names (or an averaged variant's prefix) for the headline comparisons.
     ``order``: row order (default: the score stage's). ``memory_benchmark``: ``benchmarks/mvp_memory.py``'s result
     file; when it exists, its MVP / prefilled peak-memory ratio at VAR-d16 size is reported beside the ratio of this
-    pipeline's own training records."""
+    pipeline's own training records. ``classify_dir``: the classify@<config> stages' JSONs (data/classify), shown as
+    the classification section (configurations in ``classify_order``)."""
     from ..sampling import SampleSet
     from ..metrics.scoring import fd_key
 
@@ -413,6 +417,8 @@ def build_report(
         "memory": memory_lines(rows, memory_benchmark),
         "averaged": any(r.get("averaged_from") for r in rows),
     }
+    classify = load_classify_results(classify_dir, classify_order)
+    text["classify_md"], text["classify_html"] = classify_markdown(classify), classify_html(classify)
     with atomic_dir(out_dir) as tmp:
         plots = tmp / "plots"
         plots.mkdir()
@@ -473,6 +479,8 @@ def _markdown(rows, columns, defs, figs, rp: ReportParams, text: dict) -> str:
     if text["memory"]:
         out += ["## Peak training memory: MVP against the prefilled prompt", ""] + [f"- {m}" for m in text["memory"]]
         out.append("")
+    if text.get("classify_md"):
+        out += [text["classify_md"]]
     if figs["fd"]:
         out += ["## FD against trainable parameters", ""] + [f"![{t}](plots/{p.name})" for t, p in figs["fd"]] + [""]
     if figs["grids"]:
@@ -521,6 +529,8 @@ def _html(rows, columns, defs, figs, rp: ReportParams, text: dict) -> str:
     if text["memory"]:
         parts.append("<h2>Peak training memory: MVP against the prefilled prompt</h2><ul>"
                      + "".join(f"<li>{e(m)}</li>" for m in text["memory"]) + "</ul>")
+    if text.get("classify_html"):
+        parts.append(text["classify_html"])
     if figs["fd"]:
         parts.append("<h2>FD against trainable parameters</h2>")
         parts += [_img_tag(p, t) for t, p in figs["fd"]]

@@ -25,6 +25,7 @@ from pydantic import Field
 from torch import nn
 
 from ...backbones.base import Injections
+from ...distributed import batch_dropout
 from ...schema import StrictModel
 from ..method import Method
 
@@ -119,7 +120,7 @@ class VPT(Method):
                 out = self.dense(out)
         else:
             out = torch.einsum("bf,fsd->bsd", self.cond_factors[rows], self.basis)
-        return self.drop(out)
+        return batch_dropout(self.drop, out)  # self.drop(out), sharing the global batch's masks across processes
 
     def _rows(self, labels: torch.Tensor, idx: Optional[torch.Tensor], drop: Optional[torch.Tensor]) -> torch.Tensor:
         if self.params.condition == "instance":

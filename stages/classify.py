@@ -1,0 +1,34 @@
+"""DVC stage `classify` (one instance per configuration in params `classify.configs`): adapt the frozen CLIP ViT
+(stage pretrain_clip_vit) to classify the prepared target dataset with the configuration's method (PGN, IIP, VP,
+linear probe, LoRA, fine-tuning or zero-shot), once per seed of `classify.seeds`: trained on the train split, top-1
+on every split of `classify.eval_splits` -> data/classify/<config>/seed-<s>/ (model.pt, record.json, curve.csv, and
+inversion.json for the configurations `classify.inversion.configs` names) + data/classify/<config>.json (mean, std
+and per-seed top-1 per split, trainable parameters, train time, peak memory, inversion) for `dvc metrics`."""
+from __future__ import annotations
+
+import argparse
+
+from genvpt.config import load_params
+from genvpt.faults import run_stage
+from genvpt.logs import setup_logging
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--config", required=True, help="name of the configuration in params classify.configs")
+    ap.add_argument("--data", required=True, help="prepared target folder (train / val / test splits)")
+    ap.add_argument("--clip", default=None, help="CLIP model file (default: the one params classify.clip names)")
+    ap.add_argument("--out", required=True, help="output folder (one seed-<s>/ sub-folder per seed)")
+    ap.add_argument("--summary", default=None, help="JSON written with the mean, spread and per-seed numbers")
+    ap.add_argument("--params", default=None, help="params file (default: params.yaml)")
+    args = ap.parse_args(argv)
+    setup_logging()
+    params = load_params(args.params)
+    from genvpt.classify.run import run_classify
+
+    return run_classify(params, args.config, prepared=args.data, clip=args.clip, out=args.out, summary=args.summary,
+                        progress=True)
+
+
+if __name__ == "__main__":
+    run_stage(main)

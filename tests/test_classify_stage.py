@@ -1,0 +1,213 @@
+"""The classification stages (issue 14): classify@<config> on a tiny prepared shapes target with a randomly initialised
+genvpt-tiny-vit CLIP (outputs, metrics, resume, inversion), pretrain_clip_vit's train-or-import rule, the params keys
+the errors name, the dvc.yaml instances, and the report's classification section. tests/test_faults.py kills both
+stages at toy size (tests/_tiny_pipeline.py)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from _same_outputs import differences
+from conftest import ROOT
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread for tiny models
+
+CONFIGS = {
+    "zero-shot": {"method": "zero_shot"},
+    "pgn": {"method": "pgn", "num_prompts": 4, "library_size": 16},
+    "finetune": {"method": "finetune", "train": {"optimizer": "adamw", "lr": 1e-4}},
+}
+SPLITS = ("val", "test")
+
+
+def _write_params(path: Path, **classify) -> Path:
+    block = {"seeds": [0, 1], "train": {"steps": 4, "batch_size": 4, "checkpoint_every": 2, "eval_batch_size": 16},
+             "configs": CONFIGS, "inversion": {"configs": ["pgn"]}}
+    block.update(classify)
+    path.write_text(yaml.safe_dump({"classify": block}, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory):
+    """A prepared target (3 classes: 6 train / 3 val / 3 test), a random genvpt-tiny-vit CLIP file, and every
+    configuration of CONFIGS run through the stage's main()."""
+    from _shapes_prepared import make_prepared
+    from genvpt.clip import build_clip, save_clip
+
+    from stages.classify import main
+
+    root = tmp_path_factory.mktemp("classify")
+    prep = make_prepared(root / "prep")
+    torch.manual_seed(0)
+    clip_file = save_clip(root / "clip-vit" / "model.pt", build_clip("genvpt-tiny-vit"))
+    params = _write_params(root / "params.yaml")
+    results = {}
+    for name in CONFIGS:
+        results[name] = main(["--config", name, "--data", str(prep), "--clip", str(clip_file),
+                              "--out", str(root / "out" / name), "--summary", str(root / "out" / f"{name}.json"),
+                              "--params", str(params)])
+    return {"root": root, "prep": prep, "clip": clip_file, "params": params, "results": results}
+
+
+def test_outputs_and_metrics_exist_and_behave(ws):
+    from genvpt.classify.run import INVERSION_FILE, SEED_FILES
+
+    out = ws["root"] / "out"
+    for name in CONFIGS:
+        summary = json.loads((out / f"{name}.json").read_text())
+        assert summary == json.loads(json.dumps(ws["results"][name]))  # the file is what main() returned
+        assert summary["name"] == name and summary["seeds"] == [0, 1] and summary["n_seeds"] == 2
+        assert summary["dataset"]["label"] == "shapes-textured" and summary["dataset"]["classes"] == 3
+        for split in SPLITS:
+            t = summary["top1"][split]
+            assert set(t["per_seed"]) == {"seed-0", "seed-1"}
+            assert all(0.0 <= v <= 1.0 for v in t["per_seed"].values()) and 0.0 <= t["mean"] <= 1.0
+            assert t["std"] is not None and t["std"] >= 0.0
+        assert not (out / f"{name}.partial").exists(), "the work folder is removed once the stage is done"
+        for seed in (0, 1):
+            files = {p.name for p in (out / name / f"seed-{seed}").iterdir()}
+            assert files == set(SEED_FILES) | ({INVERSION_FILE} if name == "pgn" else set())
+    zs, pgn, ft = (json.loads((out / f"{n}.json").read_text()) for n in ("zero-shot", "pgn", "finetune"))
+    assert zs["trainable_params"] == 0 and zs["steps"] == 0
+    assert all(zs["top1"][s]["std"] == 0.0 for s in SPLITS)  # nothing trains: every seed scores the same
+    assert 0 < pgn["trainable_params"] < ft["trainable_params"] == ft["vision_params"]
+    assert pgn["frozen_verified"] == ["text", "visual"] and ft["frozen_verified"] == ["text"]
+    assert pgn["train_time_s"] > 0 and pgn["peak_memory_mb"] is not None and pgn["steps"] == 4
+    assert "inversion" not in zs and "inversion" not in ft
+    inv = pgn["inversion"]
+    assert inv["placement"] == "append" and inv["split"] == "test" and inv["tokens_in_range"] is True
+    for k in ("top1_tokens", "top1_rgb_float", "top1_rgb_clamp", "top1_rgb_uint8", "agree_float"):
+        assert set(inv[k]["per_seed"]) == {"seed-0", "seed-1"} and 0.0 <= inv[k]["mean"] <= 1.0
+    # conv1 of the tiny ViT has full row rank: the float RGB patches re-embed to the token prompts
+    assert inv["post_ln_rel_err_mean"]["mean"] < 1e-3
+    assert inv["top1_rgb_float"]["mean"] == inv["top1_tokens"]["mean"]
+
+
+def test_killed_mid_seed_then_rerun_keeps_the_finished_seed_and_equals_the_uninterrupted_run(ws, tmp_path):
+    """SIGKILL at seed 1's training checkpoint (seed 0 finished); the rerun keeps seed 0, resumes seed 1 and writes
+    what the uninterrupted run wrote (tests/_same_outputs.py: measured times and memory excepted)."""
+    from stages.classify import main
+
+    out = tmp_path / "out"
+    argv = ["--config", "pgn", "--data", str(ws["prep"]), "--clip", str(ws["clip"]), "--out", str(out / "pgn"),
+            "--summary", str(out / "pgn.json"), "--params", str(ws["params"])]
+    env = {**os.environ, "GENVPT_FAULT": "checkpoint:*@2", "GENVPT_LOG_LEVEL": "WARNING", "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-m", "stages.classify", *argv], cwd=ROOT, env=env, capture_output=True,
+                       text=True)
+    assert r.returncode == -9, r.stderr[-3000:]
+    partial = out / "pgn.partial"
+    assert json.loads((partial / "seed-0" / "done.json").read_text())["stage"] == "done"
+    assert (partial / "seed-1" / "train_state.pt").is_file() and not (out / "pgn").exists()
+    main(argv)
+    ref = ws["root"] / "out"
+    assert not differences(out / "pgn", ref / "pgn"), differences(out / "pgn", ref / "pgn")
+    assert not differences(out / "pgn.json", ref / "pgn.json")
+    assert not partial.exists()
+
+
+def test_bad_classify_config_keys_are_errors_naming_the_key():
+    from genvpt.config import ConfigError, validate_params
+
+    cases = [
+        ({"configs": {"pgn": {"method": "pgn", "bogus": 1}}}, "classify.configs.pgn.bogus: unknown key"),
+        ({"configs": {"pgn": {"method": "pgn", "train": {"lr": -1}}}}, "classify.configs.pgn.train.lr"),
+        ({"configs": {"pgn": {"method": "pgn", "train": {"augment": {"flip": "sideways"}}}}},
+         "classify.configs.pgn.train.augment.flip"),
+        ({"configs": {"x": {"method": "nope"}}}, "classify.configs.x.method: unknown classification method"),
+        ({"configs": {"v": {"method": "vp"}}, "inversion": {"configs": ["v"]}}, "classify.inversion.configs"),
+        ({"seeds": [0, 0]}, "classify.seeds"),
+    ]
+    for block, expected in cases:
+        with pytest.raises(ConfigError) as err:
+            validate_params({"classify": block}, "params.yaml")
+        assert expected in str(err.value), (expected, str(err.value))
+
+
+def test_append_inversion_needs_whole_prompt_rows(ws, tmp_path):
+    from stages.classify import main
+
+    params = _write_params(tmp_path / "params.yaml", configs={"pgn": {"method": "pgn", "num_prompts": 3,
+                                                                      "library_size": 8}})
+    with pytest.raises(ValueError, match=r"classify.configs.pgn.num_prompts a multiple of the patch grid's width 4"):
+        main(["--config", "pgn", "--data", str(ws["prep"]), "--clip", str(ws["clip"]), "--out",
+              str(tmp_path / "pgn"), "--params", str(params)])
+
+
+def test_pretrain_clip_vit_trains_its_own_config_and_imports_named_checkpoints(ws, tmp_path):
+    from genvpt.classify.run import classify_clip_block
+    from genvpt.clip import load_clip
+    from genvpt.config import validate_params
+
+    from stages.pretrain_clip import classify_clip_params, main
+
+    out = "data/clip-vit"
+    default = validate_params({})
+    cp, imported = classify_clip_params(default, out)
+    assert cp.model == "genvpt-tiny-vit" and not imported  # the embedded default: trained
+    named = validate_params({"classify": {"clip": {"model": "genvpt-tiny-vit", "pretrained": "/w/vit.pt"}}})
+    assert classify_clip_params(named, out)[1]  # an own config with another file: imported
+    real = validate_params({"classify": {"clip": {"model": "ViT-B-32", "pretrained": "/w/b32.bin"}}})
+    assert classify_clip_params(real, out)[1]
+    with pytest.raises(ValueError, match="classify.clip is null"):
+        classify_clip_params(validate_params({"classify": {"clip": None}}), out)  # the top-level tiny CNN
+    assert classify_clip_params(validate_params({"classify": {"clip": None}, "clip": real.classify.clip.model_dump()}),
+                                out) == (real.classify.clip, True)
+
+    # the stage itself, two steps on the source split of the tiny prepared folder
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"classify": {"clip": {"model": "genvpt-tiny-vit",
+                                                            "pretrained": str(tmp_path / "vit" / "model.pt"),
+                                                            "train": {"batch_size": 4, "eval_batch_size": 16}}}}))
+    metrics = main(["--block", "classify", "--source", str(ws["prep"]), "--out", str(tmp_path / "vit"),
+                    "--params", str(params), "--steps", "2"])
+    assert metrics["model"] == "genvpt-tiny-vit" and metrics["steps"] == 2
+    assert 0.0 <= metrics["zero_shot_accuracy"]["source_val"] <= 1.0
+    assert {p.name for p in (tmp_path / "vit").iterdir()} == {"model.pt", "metrics.json", "loss.csv"}
+    from genvpt.config import load_params
+
+    clip = load_clip(classify_clip_block(load_params(params)))
+    assert type(clip.model.visual).__name__ == "VisionTransformer"
+
+
+def test_dvc_yaml_has_a_classify_instance_per_configuration():
+    import contextlib
+
+    from dvc.repo import Repo
+
+    configs = yaml.safe_load((ROOT / "params.yaml").read_text())["classify"]["configs"]
+    with contextlib.chdir(ROOT), Repo(str(ROOT)) as repo:
+        stages = {s.addressing: s for s in repo.index.stages}
+        for name in configs:
+            st = stages[f"classify@{name}"]
+            assert {str(o.def_path) for o in st.outs} == {f"data/classify/{name}", f"data/classify/{name}.json"}
+            assert {"data/clip-vit/model.pt", "data/prepared/target"} <= {str(d.def_path) for d in st.deps}
+        assert {str(o.def_path) for o in stages["pretrain_clip_vit"].outs} >= {"data/clip-vit/model.pt",
+                                                                              "data/clip-vit/metrics.json"}
+        assert "data/classify" in {str(d.def_path) for d in stages["report"].deps}
+
+
+def test_report_section_table_and_best_rule(ws):
+    from genvpt.report.classify import classify_best, classify_markdown, classify_html, load_classify_results
+
+    results = load_classify_results(ws["root"] / "out", order=list(CONFIGS))
+    assert [r["name"] for r in results] == list(CONFIGS)
+    md = classify_markdown(results)
+    assert "| method | config | shapes-textured | trainable params |" in md
+    assert "Prompt inversion" in md and "± " in md and "(n=2)" in md
+    assert "Classification" in classify_html(results) and classify_markdown([]) == ""
+    # best only beyond both spreads
+    rows = [{"row": "a", "d": 90.0, "d_std": 1.0, "d_n": 3}, {"row": "b", "d": 80.0, "d_std": 2.0, "d_n": 3}]
+    assert classify_best(rows, ["d"]) == {"d": 0}
+    rows[1]["d"] = 88.5  # 90 - 1 < 88.5 + 2: within the spreads
+    assert classify_best(rows, ["d"]) == {}
+    rows[1]["d_n"] = 1  # a single seed: no spread, nothing marked
+    rows[1]["d"] = 10.0
+    assert classify_best(rows, ["d"]) == {}
