@@ -173,6 +173,13 @@ def _publish_report(root: str, logger) -> None:
     logger.info("published the metrics table as Prefect artifacts (genvpt-metrics, genvpt-report)")
 
 
+def nightly_deployment(cron: str, *, stages: Optional[list[str]] = None, max_parallel: Optional[int] = None):
+    """The scheduled deployment ``--serve`` serves: this flow, named ``genvpt-nightly``, on ``cron``, with the
+    given stages and parallelism as its parameters (``.apply()`` registers it with the Prefect API)."""
+    return pipeline.to_deployment(name="genvpt-nightly", cron=cron,
+                                  parameters={"stages": stages, "max_parallel": max_parallel})
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     ap = argparse.ArgumentParser(description="Run the genvpt DVC pipeline as a Prefect flow.")
     ap.add_argument("--stages", nargs="*", default=None, help="stages to run (with their upstream); default all")
@@ -183,8 +190,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     args = ap.parse_args(argv)
     _ensure_python_on_path()
     if args.serve:
-        pipeline.serve(name="genvpt-nightly", cron=args.cron,
-                       parameters={"stages": args.stages, "max_parallel": args.max_parallel})
+        from prefect import serve
+
+        serve(nightly_deployment(args.cron, stages=args.stages, max_parallel=args.max_parallel))
     else:
         pipeline(stages=args.stages, max_parallel=args.max_parallel)
 

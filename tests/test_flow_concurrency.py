@@ -77,3 +77,25 @@ def test_a_failing_stage_stops_what_depends_on_it_only(tmp_path, prefect_harness
     with dvc_repo(repo) as r:
         stale = set(r.status(targets=["prepare_source", *STAGES]))
     assert stale == {"pretrain_tokenizer@msvq"}
+
+
+def test_the_served_deployment_registers_with_its_schedule(prefect_harness):
+    """`python -m flows.pipeline --serve --cron ...` serves this deployment: registered on a real local server, it
+    carries the cron schedule and the parameters."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+
+    from flows.pipeline import nightly_deployment
+
+    dep_id = nightly_deployment("15 3 * * 1", stages=["prepare"], max_parallel=2).apply()
+
+    async def read():
+        async with get_client() as client:
+            return await client.read_deployment(dep_id)
+
+    dep = asyncio.run(read())
+    assert dep.name == "genvpt-nightly"
+    assert dep.parameters == {"stages": ["prepare"], "max_parallel": 2}
+    crons = [s.schedule.cron for s in dep.schedules]
+    assert crons == ["15 3 * * 1"] and all(s.active for s in dep.schedules)
