@@ -189,19 +189,20 @@ def time_sampling(model, tok, batch: int, mode: str, sample: dict, device: str =
     with _mode(mode, device):
         _sync(device)
         t0 = time.perf_counter()
-        if mode.startswith("official"):
+        if mode.startswith("official"):  # returns features, not tokens (and draws with its own generator)
             official.autoregressive_infer_cfg(batch, labels, g_seed=0, cfg=sample["cfg"], top_k=sample["top_k"],
                                               top_p=sample["top_p"])
-            out = [torch.zeros(batch, 1, dtype=torch.long)] * 2
+            out = None
         else:
             out = model.sample(labels, tokenizer=tok, generator=g, compile=compiled, cuda_graphs=graphs, **sample)
         _sync(device)
         dt = time.perf_counter() - t0
     return {"mode": mode, "batch": batch, "seconds": round(dt, 4), "images_per_second": round(batch / dt, 4),
-            "tokens": [t[:, :8].tolist() for t in out[:2]], "all_tokens": [t.cpu() for t in out]}
+            "tokens": None if out is None else [t[:, :8].tolist() for t in out[:2]],
+            "all_tokens": None if out is None else [t.cpu() for t in out]}
 
 
-def argmax_agreement(logits_fn, n_positions_cap: int = 0) -> dict:
+def argmax_agreement(logits_fn) -> dict:
     """Share of positions where the teacher-forced logits' argmax under bf16 autocast equals fp32's."""
     with torch.inference_mode():
         ref = logits_fn()

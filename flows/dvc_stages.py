@@ -55,14 +55,6 @@ def _stage(repo, name: str):
     return stages[0]
 
 
-def stage_graph(root: str | os.PathLike, names: list[str]) -> dict[str, set[str]]:
-    """For each stage in ``names``: the stages among ``names`` whose outputs it reads."""
-    with dvc_repo(root) as repo:
-        graph = repo.index.graph  # edge: stage -> a stage it depends on
-        by_name = {s.addressing: s for s in graph.nodes}
-        return {n: {u.addressing for u in graph.successors(by_name[n])} & set(names) for n in names}
-
-
 def stage_env(threads: Optional[int]) -> dict[str, str]:
     """The environment of a stage command: this interpreter first on PATH (commands say ``python -m ...``), and
     ``threads`` OMP / MKL threads when given."""

@@ -54,6 +54,12 @@ def stage_order(root: str | os.PathLike = ROOT, targets: Optional[list[str]] = N
 
     With ``targets``, only those stages and everything upstream of them.
     """
+    return stage_plan(root, targets)[0]
+
+
+def stage_plan(root: str | os.PathLike = ROOT,
+               targets: Optional[list[str]] = None) -> tuple[list[str], dict[str, set[str]]]:
+    """:func:`stage_order`, and for each of those stages the ones among them whose outputs it reads."""
     import networkx as nx
     from dvc.repo import Repo
 
@@ -73,7 +79,7 @@ def stage_order(root: str | os.PathLike = ROOT, targets: Optional[list[str]] = N
                     wanted |= {s} | nx.descendants(graph, s)
             graph = graph.subgraph(wanted)
         order = nx.lexicographical_topological_sort(graph.reverse(copy=True), key=lambda s: position[s])
-        return [names[s] for s in order]
+        return [names[s] for s in order], {names[s]: {names[u] for u in graph.successors(s)} for s in graph.nodes}
 
 
 @task(name="dvc-stage", cache_policy=NO_CACHE, task_run_name="{name}")
@@ -112,12 +118,12 @@ def pipeline(stages: Optional[list[str]] = None, root: str = str(ROOT), max_para
 
     logger = get_run_logger()
     params = load_params(Path(root) / "params.yaml")  # validated before anything runs
-    order = stage_order(root, stages)
+    order, upstream = stage_plan(root, stages)
     parallel = int(max_parallel or params.prefect.max_parallel)
     logger.info("stages in order: %s (at most %d at a time)", ", ".join(order), parallel)
     progress = create_progress_artifact(progress=0.0, key="genvpt-pipeline-progress", description="stages done (%)")
     if parallel > 1:
-        results = _run_concurrently(order, root, parallel, params.prefect, progress)
+        results = _run_concurrently(order, upstream, root, parallel, params.prefect, progress)
     else:
         runner = run_stage.with_options(
             retries=params.prefect.retries, retry_delay_seconds=params.prefect.retry_delay_seconds
@@ -133,13 +139,11 @@ def pipeline(stages: Optional[list[str]] = None, root: str = str(ROOT), max_para
     return results
 
 
-def _run_concurrently(order: list[str], root: str, parallel: int, prefect_params, progress) -> list[dict]:
+def _run_concurrently(order: list[str], upstream: dict[str, set[str]], root: str, parallel: int, prefect_params,
+                      progress) -> list[dict]:
     """Submit every stage at once, each waiting for the stages it depends on; at most ``parallel`` commands run."""
     from prefect.futures import wait
 
-    from flows.dvc_stages import stage_graph
-
-    upstream = stage_graph(root, order)
     slots = threading.Semaphore(parallel)
     runner = run_stage_concurrent.with_options(
         retries=prefect_params.retries, retry_delay_seconds=prefect_params.retry_delay_seconds

@@ -394,8 +394,10 @@ def batch_size_errors(params: Any, nproc: int) -> list[tuple[str, str]]:
             out.append((key, f"{bs} does not divide by distributed.nproc_per_node {nproc}: every training process "
                              f"takes an equal slice of the global batch"))
 
+    from .generators.params import FAMILIES
+
     gp = params.generator
-    for fam in ("ar", "maskgit", "var"):
+    for fam in FAMILIES:
         fp = getattr(gp, fam)
         if not fp.checkpoint:
             bad(f"generator.{fam}.train.batch_size", fp.train.batch_size)

@@ -18,7 +18,7 @@ import logging
 import re
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from .faults import fault_point
 
@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "atomic_path",
     "atomic_dir",
+    "publish_seed_dirs",
     "write_bytes",
     "write_text",
     "write_json",
@@ -168,6 +169,18 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 def write_text(path: str | os.PathLike, text: str) -> Path:
     return write_bytes(path, text.encode("utf-8"))
 
+
+def publish_seed_dirs(work: str | os.PathLike, out: str | os.PathLike, seeds: Iterable[int],
+                      files: Iterable[str]) -> Path:
+    """Copy ``files`` of every ``work/seed-<s>/`` (a stage's resumable work folder) into ``out/seed-<s>/``; ``out``
+    appears complete in one rename (:func:`atomic_dir`). The work folder is left for the caller to remove."""
+    work, files = Path(work), tuple(files)
+    with atomic_dir(out) as tmp:
+        for seed in seeds:
+            (tmp / f"seed-{seed}").mkdir()
+            for f in files:
+                shutil.copy2(work / f"seed-{seed}" / f, tmp / f"seed-{seed}" / f)
+    return Path(out)
 
 def write_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> Path:
     return write_text(path, json.dumps(obj, indent=indent, sort_keys=True, default=_json_default) + "\n")

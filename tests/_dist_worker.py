@@ -4,6 +4,7 @@ by this file's ``__main__``, where each rank saves what it returned to ``<result
 ``torch.save``: no output of training, so no genvpt writer and no fail point)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -53,10 +54,9 @@ def generator_runs(work: Path) -> dict:
     state = work / "ar-resumed" / "train_state.pt"
     _FamilyData.loss = crash_at_5
     try:
-        train_generator("ar", _gen_params(eval_every=100), tokens=data, tokenizer=tok, seed=0, progress=False,
-                        state_path=state)
-    except KeyboardInterrupt:
-        pass
+        with contextlib.suppress(KeyboardInterrupt):  # the simulated crash
+            train_generator("ar", _gen_params(eval_every=100), tokens=data, tokenizer=tok, seed=0, progress=False,
+                            state_path=state)
     finally:
         _FamilyData.loss = orig
     res = train_generator("ar", _gen_params(eval_every=100), tokens=data, tokenizer=tok, seed=0, progress=False,

@@ -11,7 +11,7 @@ from typing import Any, Optional
 import torch
 
 from .. import distributed
-from ..io import atomic_dir, read_json, write_json
+from ..io import publish_seed_dirs, read_json, write_json
 from ..training import resolve_device
 from .data import load_train_data
 from .method import method_class
@@ -85,11 +85,7 @@ def run_adapt(params: Any, name: str, *, tokens: str, generator: str, out: str, 
         result["world_size"] = distributed.world_size()  # absent: one process
     if not distributed.is_main():  # under torchrun rank 0 writes the outputs
         return result
-    with atomic_dir(out_path) as tmp:
-        for seed in seed_list:
-            (tmp / f"seed-{seed}").mkdir()
-            for f in SEED_FILES:
-                shutil.copy2(work / f"seed-{seed}" / f, tmp / f"seed-{seed}" / f)
+    publish_seed_dirs(work, out_path, seed_list, SEED_FILES)
     shutil.rmtree(work)
     if summary:
         write_json(summary, result)

@@ -295,13 +295,11 @@ def train_adaptation(
                                              inj, generator=gd)
             terms = method.extra_losses(ctx, logits=logits, labels=labels, idx=idx, drop=drop, generator=gd)
             total = loss + sum(terms.values()) if terms else loss
-            if world > 1:  # the global batch's losses (mean of the ranks' equal slices), the same on every rank
-                names = sorted(terms)
-                vals = distributed.mean_across([total, loss, *(terms[k] for k in names)])
-                logged = {"loss": vals[0], "task_loss": vals[1], **dict(zip(names, vals[2:]))}
-                check_finite(vals[0], step + 1, f"adaptation {cfg.name} seed {seed} ({out})", ckpt)
-            else:
-                check_finite(total, step + 1, f"adaptation {cfg.name} seed {seed} ({out})", ckpt)
+            # the global batch's losses (the mean of the ranks' equal slices, the same on every rank; one process:
+            # the values themselves)
+            names = sorted(terms)
+            vals = distributed.mean_across([total, loss, *(terms[k] for k in names)])
+            check_finite(vals[0], step + 1, f"adaptation {cfg.name} seed {seed} ({out})", ckpt)
             opt.zero_grad(set_to_none=True)
             total.backward()
             _grad_check(method, trainable_ids, backbone, clip)
@@ -310,12 +308,8 @@ def train_adaptation(
                 torch.nn.utils.clip_grad_norm_([p for _, p in trainable], ts.grad_clip)
             opt.step()
             sched.step()
-            if world > 1:
-                row = {"step": step + 1, "loss": round(logged["loss"], 5), "task_loss": round(logged["task_loss"], 5)}
-                row.update({k: round(logged[k], 5) for k in sorted(terms)})
-            else:
-                row = {"step": step + 1, "loss": round(total.item(), 5), "task_loss": round(loss.item(), 5)}
-                row.update({k: round(v.item(), 5) for k, v in sorted(terms.items())})
+            row = {"step": step + 1, "loss": round(vals[0], 5), "task_loss": round(vals[1], 5)}
+            row.update({k: round(v, 5) for k, v in zip(names, vals[2:])})
             row["lr"] = opt.param_groups[0]["lr"]
             history.append(row)
             if (step + 1) % 10 == 0:

@@ -23,7 +23,7 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-from ..io import atomic_dir, read_json, sha256_file, write_json
+from ..io import publish_seed_dirs, read_json, sha256_file, write_json
 from ..training import resolve_device
 
 log = logging.getLogger(__name__)
@@ -223,12 +223,7 @@ def run_classify(params: Any, name: str, *, prepared: str, out: str, clip: Optio
                      inversions[seed]["top1_rgb_uint8"])
         write_json(done, {"fingerprint": fp, "stage": "done"})
 
-    files = SEED_FILES + ((INVERSION_FILE,) if inverted else ())
-    with atomic_dir(out_path) as tmp:
-        for seed in seed_list:
-            (tmp / f"seed-{seed}").mkdir()
-            for f in files:
-                shutil.copy2(work / f"seed-{seed}" / f, tmp / f"seed-{seed}" / f)
+    publish_seed_dirs(work, out_path, seed_list, SEED_FILES + ((INVERSION_FILE,) if inverted else ()))
     result = summarise_seeds(name, cfg.method, records, inversions, list(cp.eval_splits), info)
     result["config"] = cfg.to_dict()
     result["template"] = cp.template

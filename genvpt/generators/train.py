@@ -254,10 +254,10 @@ def train_generator(
     batches = _Batches(len(data), tp.batch_size, seed)
     # the global batch (every rank draws it) and this rank's equal slice of it; one process: the whole batch
     shard = distributed.batch_shard(batches.bs, f"generator.{family}.train.batch_size")
-    step_loss = data.loss
+    # DDP over several processes (buffers never change in training and are equal on every rank: not broadcast);
+    # in one process the loss module itself
+    step_loss = distributed.wrap_ddp(_TrainLoss(data), broadcast_buffers=False)
     if world > 1:
-        # buffers never change in training and are equal on every rank: no per-step broadcast of them
-        step_loss = distributed.wrap_ddp(_TrainLoss(data), broadcast_buffers=False)
         if _module_randomness(model):
             log.warning("generator %s: dropout / drop-path masks are drawn per process: %d processes agree with one "
                         "in distribution only", family, world)
@@ -268,16 +268,10 @@ def train_generator(
                total=tp.steps)
     model.train()
     for step in bar:
-        if world > 1:
-            with autocast(), shard:
-                loss = step_loss(batches(step)[shard.rows])
-            (reported,) = distributed.mean_across([loss])  # the global batch's loss, on every rank
-            check_finite(reported, step + 1, f"generator {family} training", ckpt)
-        else:
-            with autocast():
-                loss = data.loss(batches(step), train=True)
-            check_finite(loss, step + 1, f"generator {family} training", ckpt)
-            reported = float(loss.detach())
+        with autocast(), shard:  # this rank's rows of the global batch (one process: all of them)
+            loss = step_loss(batches(step)[shard.rows])
+        (reported,) = distributed.mean_across([loss])  # the global batch's loss, on every rank
+        check_finite(reported, step + 1, f"generator {family} training", ckpt)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if tp.grad_clip > 0:

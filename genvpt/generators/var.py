@@ -392,9 +392,9 @@ class VAR(nn.Module):
         ``cond_embeds`` [B, C] replace ``class_emb(labels)``; ``null_embeds`` [B or 1, C] replace the null class in
         guidance's unconditional branch (e.g. a learned null text embedding).
 
-        ``compile`` runs each scale's cached forward (blocks, head, guidance) through ``torch.compile`` (one graph per
-        scale: the static KV cache fixes every shape once the scale is known); ``cuda_graphs`` captures that step once
-        per scale as a CUDA graph and replays it (CUDA only). Both keep their state (static caches, compiled code,
+        ``compile`` runs each scale's cached forward through ``torch.compile`` per block and head (the blocks share
+        one graph per scale: the static KV cache fixes every shape once the scale is known); ``cuda_graphs`` captures
+        the whole step once per scale as a CUDA graph and replays it (CUDA only). Both keep their state (static caches, compiled code,
         graphs) on the model per batch size, prefix length and dtype, so the second call with the same shapes pays
         no compilation or capture. The draws (top-k / top-p, the generator) stay eager: equal logits give equal
         tokens. See :class:`ScaleStepper`.
@@ -484,7 +484,6 @@ class VAR(nn.Module):
                     token_map = token_map + o
         return (out, f_hat) if return_fhat else out
 
-
     # ------------------------------------------------------------------ the cached per-scale step
     def _guided_logits(self, h: torch.Tensor, cond_BD: Optional[torch.Tensor], B: int, t: Optional[float],
                        head_mod: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -524,8 +523,9 @@ class ScaleStepper:
     """VAR's cached sampling step for one batch size (``BB`` rows, guidance's included), prefix length ``P`` and
     activation dtype: static KV caches (allocated once, ``[BB, H, P + L, head_dim]`` per block) whose write
     position is set per scale, so every scale's step has fixed shapes; optionally that step compiled
-    (``torch.compile``, ``dynamic=False``: one graph per scale) and / or captured as one CUDA graph per scale, with
-    its inputs (token map, AdaLN condition, class embedding) copied into static buffers before each replay.
+    (``torch.compile`` per block and head, ``dynamic=False``: one graph per scale each) and / or captured as one
+    CUDA graph per scale, with its inputs (the token map, the blocks' and the head's AdaLN modulations of the
+    condition) copied into static buffers before each replay.
     """
 
     def __init__(self, model: VAR, BB: int, P: int, dtype: torch.dtype, device: torch.device, *,
