@@ -15,7 +15,7 @@ from typing import Any, Mapping, Optional
 import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
-from .schema import KeyedErrors, StrictModel
+from .schema import KeyedErrors, StrictModel, short_repr
 from .datasets.params import (
     SHAPE_CLASSES,
     DatasetParams,
@@ -32,6 +32,8 @@ from .generators.params import GeneratorParams
 from .tokenizers.params import TokenizerParams
 from .classify.params import ClassifyParams
 from .distributed import DistributedParams, batch_size_errors
+from .prefect_params import PrefectParams
+from .remote_params import RemoteParams
 
 __all__ = [
     "ConfigError",
@@ -42,6 +44,7 @@ __all__ = [
     "DatasetParams",
     "PrepareParams",
     "PrefectParams",
+    "RemoteParams",
     "Params",
     "load_params",
     "validate_params",
@@ -52,15 +55,6 @@ DEFAULT_PARAMS = "params.yaml"
 
 class ConfigError(ValueError):
     """Invalid params: the message names the file, the key and what is allowed."""
-
-
-class PrefectParams(StrictModel):
-    """flows/pipeline.py: task retries, and how many independent stale stages run at once (docs/architecture.md)."""
-
-    retries: int = Field(default=1, ge=0)
-    retry_delay_seconds: float = Field(default=5.0, ge=0.0)
-    max_parallel: int = Field(default=1, ge=1)               # 1 = one stage at a time (DVC's own reproduce)
-    threads_per_stage: Optional[int] = Field(default=None, ge=1)  # OMP/MKL threads of each stage command (null: inherit)
 
 
 def _source_default() -> DatasetParams:
@@ -78,6 +72,8 @@ class Params(StrictModel):
     source: DatasetParams = Field(default_factory=_source_default)
     prepare: PrepareParams = PrepareParams()
     prefect: PrefectParams = PrefectParams()
+    # the DVC remote the flow pulls stage outputs from and pushes them to (genvpt/remote_params.py)
+    remote: RemoteParams = RemoteParams()
     # evaluation: sample sets, their metrics, the report (genvpt/metrics/params.py)
     sample: SampleParams = SampleParams()
     metrics: MetricsParams = MetricsParams()
@@ -99,6 +95,19 @@ class Params(StrictModel):
     @model_validator(mode="after")
     def _batches_divide(self) -> "Params":
         errors = batch_size_errors(self, self.distributed.nproc_per_node)
+        if errors:
+            raise KeyedErrors(errors)
+        return self
+
+    @model_validator(mode="after")
+    def _classify_datasets(self) -> "Params":
+        """Every column of classify.datasets is a valid dataset block once merged over ``dataset``."""
+        errors: list[tuple[str, str]] = []
+        for name in self.classify.datasets:
+            try:
+                self.classify.dataset_block(name, self.dataset)
+            except KeyedErrors as err:
+                errors += [(f"classify.{k}", m) for k, m in err.items]
         if errors:
             raise KeyedErrors(errors)
         return self
@@ -162,7 +171,7 @@ def _format_errors(err: ValidationError, source: str, model: type[BaseModel]) ->
                 lines[i] = f"{head}; or {msg[0].lower() + msg[1:]} (got {got}"
                 continue
             union[key] = len(lines)
-            lines.append(f"  {key}: {msg} (got {e.get('input')!r})")
+            lines.append(f"  {key}: {msg} (got {short_repr(e.get('input'))})")
     return f"invalid params in {source}:\n" + "\n".join(lines)
 
 

@@ -5,7 +5,19 @@ from typing import Iterable, Optional
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-__all__ = ["StrictModel", "KeyedErrors", "error_items", "describe_errors"]
+__all__ = ["StrictModel", "KeyedErrors", "error_items", "describe_errors", "short_repr"]
+
+MAX_REPR = 80  # characters of a bad value quoted in an error message
+
+
+def short_repr(value, limit: int = MAX_REPR) -> str:
+    """``repr(value)`` for an error message, at most ``limit`` characters: a whole section given where a value
+    belongs is named by its keys, never printed."""
+    if isinstance(value, dict) and len(repr(value)) > limit:
+        keys = ", ".join(map(str, value))
+        return f"a mapping with keys {keys[:limit] + '...' if len(keys) > limit else keys}"
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class KeyedErrors(ValueError):
@@ -36,7 +48,7 @@ def error_items(err: ValidationError, fields: Optional[list[str]], prefix: str =
             out.append((key, f"unknown key{whose}; allowed: {', '.join(sorted(fields or []))}"))
         else:
             msg = e["msg"][len("Value error, "):] if e["msg"].startswith("Value error, ") else e["msg"]
-            out.append((key, f"{msg} (got {e.get('input')!r})" + (f" [{what}]" if what else "")))
+            out.append((key, f"{msg} (got {short_repr(e.get('input'))})" + (f" [{what}]" if what else "")))
     return out
 
 

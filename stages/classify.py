@@ -1,9 +1,11 @@
-"""DVC stage `classify` (one instance per configuration in params `classify.configs`): adapt the frozen CLIP ViT
-(stage pretrain_clip_vit) to classify the prepared target dataset with the configuration's method (PGN, IIP, VP,
-linear probe, LoRA, fine-tuning or zero-shot), once per seed of `classify.seeds`: trained on the train split, top-1
-on every split of `classify.eval_splits` -> data/classify/<config>/seed-<s>/ (model.pt, record.json, curve.csv, and
-inversion.json for the configurations `classify.inversion.configs` names) + data/classify/<config>.json (mean, std
-and per-seed top-1 per split, trainable parameters, train time, peak memory, inversion) for `dvc metrics`."""
+"""DVC stage `classify` (one instance per configuration in params `classify.configs` and dataset in
+`classify.datasets`: classify@<config>-<dataset>): adapt the frozen CLIP ViT (stage pretrain_clip_vit) to classify
+the prepared dataset (stage prepare_classify@<dataset>) with the configuration's method (PGN, IIP, VP, linear probe,
+LoRA, fine-tuning or zero-shot), once per seed of `classify.seeds`: trained on the train split, top-1 on every split
+of `classify.eval_splits` -> data/classify/<dataset>/<config>/seed-<s>/ (model.pt, record.json, curve.csv, and
+inversion.json for the configurations `classify.inversion.configs` names) + data/classify/<dataset>/<config>.json
+(mean, std and per-seed top-1 per split, trainable parameters, train time, peak memory, inversion) for
+`dvc metrics`."""
 from __future__ import annotations
 
 import argparse
@@ -16,7 +18,8 @@ from genvpt.logs import setup_logging
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--config", required=True, help="name of the configuration in params classify.configs")
-    ap.add_argument("--data", required=True, help="prepared target folder (train / val / test splits)")
+    ap.add_argument("--dataset", default="target", help="the name in params classify.datasets (the table's column)")
+    ap.add_argument("--data", required=True, help="prepared dataset folder (train / val / test splits)")
     ap.add_argument("--clip", default=None, help="CLIP model file (default: the one params classify.clip names)")
     ap.add_argument("--out", required=True, help="output folder (one seed-<s>/ sub-folder per seed)")
     ap.add_argument("--summary", default=None, help="JSON written with the mean, spread and per-seed numbers")
@@ -26,7 +29,7 @@ def main(argv: list[str] | None = None) -> dict:
     params = load_params(args.params)
     from genvpt.classify.run import run_classify
 
-    return run_classify(params, args.config, prepared=args.data, clip=args.clip, out=args.out, summary=args.summary,
+    return run_classify(params, args.config, prepared=args.data, dataset=args.dataset, clip=args.clip, out=args.out, summary=args.summary,
                         progress=True)
 
 

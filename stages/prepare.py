@@ -1,4 +1,5 @@
-"""DVC stage `prepare` / `prepare_source`: a dataset block of params.yaml -> WebDataset shards + manifest."""
+"""DVC stage `prepare` / `prepare_source` / `prepare_classify@<name>`: a dataset block of params.yaml (`dataset`,
+`source`, or column <name> of `classify.datasets` merged over `dataset`) -> WebDataset shards + manifest."""
 from __future__ import annotations
 
 import argparse
@@ -11,12 +12,21 @@ from genvpt.logs import setup_logging
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--block", choices=["dataset", "source"], required=True, help="which params block to prepare")
+    ap.add_argument("--block", choices=["dataset", "source", "classify"], required=True,
+                    help="which params block to prepare (classify: the column --name of classify.datasets)")
+    ap.add_argument("--name", default=None, help="with --block classify: the name in classify.datasets")
     ap.add_argument("--out", required=True, help="output folder (replaced atomically)")
     ap.add_argument("--params", default=None, help="params file (default: params.yaml)")
     args = ap.parse_args(argv)
     setup_logging()
     params = load_params(args.params)
+    if args.block == "classify":
+        if not args.name:
+            ap.error("--block classify needs --name (a key of params classify.datasets)")
+        block = params.classify.dataset_block(args.name, params.dataset)
+        return prepare_dataset(block, params.prepare, args.out, block=f"classify.datasets.{args.name}")
+    if args.name:
+        ap.error("--name is only for --block classify")
     return prepare_dataset(getattr(params, args.block), params.prepare, args.out, block=args.block)
 
 

@@ -33,7 +33,10 @@ def main(argv: list[str] | None = None):
     ap.add_argument("--memory-benchmark", default=None,
                     help="benchmarks/mvp_memory.py's result file (MVP vs prefilled peak memory at VAR-d16 size)")
     ap.add_argument("--classify", default=None,
-                    help="folder of the classify@<config> stages' <config>.json (the classification section)")
+                    help="folder of the classify@<config>-<dataset> stages' <dataset>/<config>.json (the "
+                         "classification section)")
+    ap.add_argument("--captions", default=None,
+                    help="the caption stage's captions.parquet (the report says where the caption level came from)")
     ap.add_argument("--params", default=None, help="params file (default: params.yaml)")
     args = ap.parse_args(argv)
     setup_logging()
@@ -41,7 +44,8 @@ def main(argv: list[str] | None = None):
     return build_report(args.scores, args.samples, args.out, report_params=params.report,
                         comparisons=args.compare or [tuple(x.split(':')) for x in params.report.compare], order=report_rows(params),
                         target_dir=args.target, memory_benchmark=args.memory_benchmark,
-                        classify_dir=args.classify, classify_order=list(params.classify.configs))
+                        classify_dir=args.classify, classify_order=list(params.classify.configs),
+                        classify_datasets=list(params.classify.datasets), captions=args.captions)
 
 
 if __name__ == "__main__":

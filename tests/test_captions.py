@@ -155,7 +155,7 @@ def test_partial_progress_with_other_settings_is_discarded(prepared, tiny_blip2,
 def test_missing_local_weights_name_the_path_and_the_fix(prepared, tmp_path):
     missing = tmp_path / "models" / "blip2-opt-2.7b"
     with pytest.raises(MissingWeightsError) as err:
-        caption_dataset(prepared, tmp_path / "c.parquet", _hf(missing))
+        caption_dataset(prepared, tmp_path / "c.parquet", _hf(missing, fallback="error"))
     msg = str(err.value)
     assert str(missing) in msg and "huggingface-cli download" in msg and "caption.model" in msg
 
@@ -163,7 +163,8 @@ def test_missing_local_weights_name_the_path_and_the_fix(prepared, tmp_path):
 def test_uncached_hub_id_offline_fails_fast_and_names_the_id(prepared, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     with pytest.raises(MissingWeightsError) as err:
-        caption_dataset(prepared, tmp_path / "c.parquet", _hf("Salesforce/blip2-opt-2.7b", local_files_only=True))
+        caption_dataset(prepared, tmp_path / "c.parquet", _hf("Salesforce/blip2-opt-2.7b", local_files_only=True,
+                                                              fallback="error"))
     msg = str(err.value)
     assert "'Salesforce/blip2-opt-2.7b'" in msg and "local_files_only=True" in msg and "huggingface-cli download" in msg
 
@@ -186,7 +187,7 @@ def test_dataset_backend_without_captions_says_which_backend_to_use(prepared, tm
     t = t.set_column(t.schema.get_field_index("caption"), "caption", pa.array([None] * t.num_rows, pa.string()))
     pq.write_table(t, bare / "manifest.parquet")
     with pytest.raises(CaptionError, match="backend: transformers"):
-        caption_dataset(bare, tmp_path / "c.parquet", CaptionParams())
+        caption_dataset(bare, tmp_path / "c.parquet", CaptionParams(fallback="error"))
 
 
 # ---- lavis backend (subprocess protocol) ---------------------------------------------------------------------
@@ -235,13 +236,13 @@ def test_lavis_backend_streams_worker_output_and_resumes(prepared, tmp_path, mon
 
 def test_lavis_worker_without_lavis_reports_it(prepared, tmp_path):
     # the real worker under an interpreter without LAVIS (this venv): a clear error, not a traceback
-    params = CaptionParams(backend="lavis", lavis=LavisParams(python=sys.executable))
+    params = CaptionParams(backend="lavis", fallback="error", lavis=LavisParams(python=sys.executable))
     with pytest.raises(CaptionError, match="LAVIS does not import"):
         caption_dataset(prepared, tmp_path / "c.parquet", params)
 
 
 def test_lavis_backend_without_its_environment_says_make_lavis_env(prepared, tmp_path):
-    params = CaptionParams(backend="lavis", lavis=LavisParams(python=str(tmp_path / "nope" / "python")))
+    params = CaptionParams(backend="lavis", fallback="error", lavis=LavisParams(python=str(tmp_path / "nope" / "python")))
     with pytest.raises(CaptionError, match="make lavis-env"):
         caption_dataset(prepared, tmp_path / "c.parquet", params)
 

@@ -177,21 +177,71 @@ def test_pretrain_clip_vit_trains_its_own_config_and_imports_named_checkpoints(w
     assert type(clip.model.visual).__name__ == "VisionTransformer"
 
 
-def test_dvc_yaml_has_a_classify_instance_per_configuration():
+def test_dvc_yaml_has_a_classify_instance_per_configuration_and_dataset():
     import contextlib
 
     from dvc.repo import Repo
 
-    configs = yaml.safe_load((ROOT / "params.yaml").read_text())["classify"]["configs"]
+    block = yaml.safe_load((ROOT / "params.yaml").read_text())["classify"]
+    configs, datasets = block["configs"], block["datasets"]
+    assert "target" in datasets and len(datasets) >= 3, "the table has the target and further dataset columns"
     with contextlib.chdir(ROOT), Repo(str(ROOT)) as repo:
         stages = {s.addressing: s for s in repo.index.stages}
-        for name in configs:
-            st = stages[f"classify@{name}"]
-            assert {str(o.def_path) for o in st.outs} == {f"data/classify/{name}", f"data/classify/{name}.json"}
-            assert {"data/clip-vit/model.pt", "data/prepared/target"} <= {str(d.def_path) for d in st.deps}
+        for data in datasets:
+            prep = stages[f"prepare_classify@{data}"]
+            assert {str(o.def_path) for o in prep.outs} == {f"data/prepared/classify/{data}"}
+            for name in configs:
+                st = stages[f"classify@{name}-{data}"]
+                assert {str(o.def_path) for o in st.outs} == {f"data/classify/{data}/{name}",
+                                                               f"scores/classify/{data}/{name}.json"}
+                assert {"data/clip-vit/model.pt", f"data/prepared/classify/{data}"} <= {str(d.def_path)
+                                                                                       for d in st.deps}
+        assert not [s for s in stages if s.startswith("classify@") and s.rsplit("-", 1)[-1] not in datasets]
         assert {str(o.def_path) for o in stages["pretrain_clip_vit"].outs} >= {"data/clip-vit/model.pt",
                                                                               "data/clip-vit/metrics.json"}
-        assert "data/classify" in {str(d.def_path) for d in stages["report"].deps}
+        assert "scores/classify" in {str(d.def_path) for d in stages["report"].deps}
+
+
+def test_classify_dataset_columns_merge_over_the_dataset_block_and_name_bad_keys():
+    from genvpt.config import ConfigError, validate_params
+
+    data = yaml.safe_load((ROOT / "params.yaml").read_text())
+    data["classify"]["datasets"] = {"target": {}, "digits": {"name": "digits"},
+                                    "outl": {"shapes": {"domain": "outlined"}}}
+    p = validate_params(data)
+    assert p.classify.dataset_block("target", p.dataset) == p.dataset
+    assert p.classify.dataset_block("digits", p.dataset).name == "digits"
+    outl = p.classify.dataset_block("outl", p.dataset)  # deep merge: the other shapes settings are the target's
+    assert outl.shapes.domain == "outlined" and outl.shapes.colours == p.dataset.shapes.colours
+    data["classify"]["datasets"] = {"target": {}, "bad": {"shapes": {"domain": "wavy"}}, "odd": {"nope": 1}}
+    with pytest.raises(ConfigError) as err:
+        validate_params(data)
+    msg = str(err.value)
+    assert "classify.datasets.bad.shapes.domain:" in msg and "classify.datasets.odd.nope: unknown key" in msg
+
+
+def test_report_columns_are_the_datasets_in_params_order(ws, tmp_path):
+    """scores/classify/<dataset>/<config>.json: one column per dataset, in classify.datasets order, one row per
+    configuration whatever the folder order."""
+    import shutil
+
+    from genvpt.io import read_json, write_json
+    from genvpt.report.classify import classify_markdown, classify_rows, load_classify_results
+
+    src = sorted((ws["root"] / "out").glob("*.json"))
+    assert src
+    for column, label in (("zeta", "digits"), ("alpha", "shapes-outlined")):
+        for p in src:
+            d = read_json(p)
+            d["dataset"] = {**d["dataset"], "column": column, "label": label}
+            write_json(tmp_path / "scores" / column / p.name, d)
+    shutil.copy(src[0], tmp_path / "scores" / "zeta" / "not-a-summary.txt")
+    results = load_classify_results(tmp_path / "scores", order=list(CONFIGS), dataset_order=["zeta", "alpha"])
+    rows, columns = classify_rows(results)
+    assert columns == ["digits", "shapes-outlined"], "columns follow classify.datasets, not the folder names"
+    assert [r["row"] for r in rows] == list(CONFIGS)
+    assert all(r.get("digits") is not None and r.get("shapes-outlined") is not None for r in rows)
+    assert "| method | config | digits | shapes-outlined | trainable params |" in classify_markdown(results)
 
 
 def test_report_section_table_and_best_rule(ws):

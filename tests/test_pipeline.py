@@ -53,9 +53,10 @@ def test_dataset_params_invalidate_prepare_and_downstream_only():
         names = {s.addressing for s in stale}
         all_names = {s.addressing for s in repo.index.stages}
     # prepare reads it to make the data; score to fit its texture judge on the target's own shapes settings;
-    # classify@<config> for the dataset's label in its results (the report's column; downstream of prepare anyway)
-    readers = {s.addressing for s in direct if not s.addressing.startswith("classify@")}
-    assert readers == {"prepare", "score"}, "only prepare, score and classify@ read the dataset block"
+    # prepare_classify@<dataset> merges its column's overrides over it; classify@<config>-<dataset> for the dataset's
+    # label in its results (the report's column; downstream of prepare_classify anyway)
+    readers = {s.addressing for s in direct if not s.addressing.startswith(("classify@", "prepare_classify@"))}
+    assert readers == {"prepare", "score"}, "only prepare, score and the classification stages read the dataset block"
     upstream_only = {n for n in all_names if n.startswith(("prepare_source", "pretrain"))}
     assert not names & upstream_only, f"a dataset change would rerun {sorted(names & upstream_only)}"
 

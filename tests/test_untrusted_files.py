@@ -201,6 +201,9 @@ ALLOWED = {
     ("genvpt/distributed.py", "relaunch_under_torchrun", "os.execv"):
         "a stage entry point becomes `<this python> -m torch.distributed.run ... -m stages.<name> <its own argv>` "
         "(an argument list, no shell, nothing read from data files) so that SIGTERM reaches torchrun",
+    ("stages/__init__.py", "ensure_project_python", "os.execv"):
+        "a stage started by an interpreter without the project's dependencies becomes `<checkout>/.venv/bin/python "
+        "<its own command line>` (an argument list, no shell, nothing read from data files; once, marked in the env)",
 }
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .params import LAVIS_MODELS, CaptionParams
-from .run import CaptionError, MissingWeightsError, Sample, Sink
+from .run import CaptionError, CaptionerUnavailable, MissingWeightsError, Sample, Sink
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class LavisBlip2:
     def python(self) -> Path:
         py = Path(self.params.lavis.python).expanduser()
         if not py.exists():
-            raise CaptionError(
+            raise CaptionerUnavailable(
                 f"the LAVIS environment's interpreter {self.params.lavis.python!r} does not exist: build it with "
                 f"`make lavis-env` (a separate venv from {REQUIREMENTS.name}), or set caption.lavis.python, or use "
                 f"caption.backend: transformers (the maintained path to the same BLIP-2 weights)"
@@ -157,6 +157,6 @@ class LavisBlip2:
                     f"here, or set caption.lavis.checkpoint to a local BLIP-2 .pth; or use caption.backend: dataset"
                 )
             if proc.returncode == EXIT_NO_LAVIS:
-                raise CaptionError(f"LAVIS does not import in {cmd[0]}; rebuild it with `make lavis-env`.\n{tail}")
+                raise CaptionerUnavailable(f"LAVIS does not import in {cmd[0]}; rebuild it with `make lavis-env`.\n{tail}")
             if proc.returncode != 0:
                 raise CaptionError(f"the LAVIS worker failed (exit {proc.returncode}); its output:\n{tail}")

@@ -59,6 +59,10 @@ class CaptionParams(StrictModel):
     splits: list[Literal["train", "val", "test"]] = Field(default_factory=lambda: ["train", "val", "test"])
     # multi-level texts: the sentence level (genvpt/texts.py); {class_name} is replaced by the class name
     sentence_template: str = "a photo of {class_name}"
+    # when no captioner can run (a dataset without captions for the dataset backend; BLIP-2 weights or the LAVIS
+    # environment missing): sentence = those samples' caption level is the sentence level, recorded in
+    # captions.parquet and the report; error = the caption stage fails
+    fallback: Literal["sentence", "error"] = "sentence"
     lavis: LavisParams = LavisParams()
 
     @field_validator("sentence_template")

@@ -4,6 +4,13 @@ Output columns: ``key`` (the prepared sample key, the join key everywhere), ``sp
 (e.g. ``transformers:Salesforce/blip2-opt-2.7b``), ``settings`` (JSON of the generation settings). Rows follow the
 prepared dataset's order. The file appears only when every key is captioned (atomic rename).
 
+Fallback (``caption.fallback: sentence``, the default): samples no captioner can caption here (the ``dataset``
+backend on a dataset without captions, such as an image folder or ``digits``; a model backend whose weights or
+environment are missing) get an empty caption, so their caption level is the sentence level (genvpt/texts.py
+replaces empty captions with ``caption.sentence_template``). Their ``captioner`` column says
+``FALLBACK_CAPTIONER``, the file's metadata ``genvpt.fallback`` records how many and why, and the report says so
+(:func:`caption_note`). ``fallback: error`` makes the stage fail instead.
+
 Resumption: while running, finished captions go to ``<name>.partial/`` next to the output (``meta.json`` + one
 ``part-NNNNNN.parquet`` per ``flush_every`` captions, each written atomically). A rerun with the same captioner,
 settings and prepared dataset reads the parts and captions only the keys still missing; different settings or
@@ -29,7 +36,11 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "CaptionError",
+    "CaptionerUnavailable",
     "MissingWeightsError",
+    "FALLBACK_CAPTIONER",
+    "caption_record",
+    "caption_note",
     "CAPTIONS_SCHEMA",
     "Backend",
     "BACKENDS",
@@ -49,8 +60,16 @@ class CaptionError(RuntimeError):
     """The caption stage cannot go on; the message says why and what to do."""
 
 
-class MissingWeightsError(CaptionError):
+class CaptionerUnavailable(CaptionError):
+    """The configured captioner cannot run on this machine (weights, environment); with ``caption.fallback:
+    sentence`` the samples it did not caption fall back to the sentence level."""
+
+
+class MissingWeightsError(CaptionerUnavailable):
     """The captioning model's weights are not where params say; the message names the path/id tried and how to provide them."""
+
+
+FALLBACK_CAPTIONER = "none (sentence level)"  # the captioner column of samples that fell back
 
 
 Sink = Callable[[list[tuple[str, str]]], None]
@@ -231,36 +250,57 @@ def caption_dataset(
             raise CaptionError(f"backend {backend.captioner} returned captions for unknown keys {bad[:5]}")
         store.add((k, "" if c is None else str(c)) for k, c in rows)
 
+    unavailable = None
     if todo:
         try:
             backend.caption(prepared, todo, sink)
+        except CaptionerUnavailable as err:
+            if params.fallback != "sentence":
+                raise
+            unavailable = str(err).splitlines()[0] if str(err) else type(err).__name__
+            log.warning("captioner %s cannot run here (%s): the samples it has not captioned use the sentence level "
+                        "(caption.fallback: sentence)", backend.captioner, unavailable)
         finally:
             store.flush()  # whatever finished survives a crash
     captions = store.done
     missing = [s.key for s in samples if s.key not in captions]
+    no_caption = set(getattr(backend, "no_caption", ()))  # samples the backend has nothing for (dataset backend)
+    fallback = [k for k in missing if unavailable is not None or k in no_caption]
+    missing = [k for k in missing if k not in set(fallback)]
     if missing:
         raise CaptionError(f"backend {backend.captioner} left {len(missing)} keys without a caption (e.g. {missing[:5]}); "
                            f"progress is kept in {store.dir}, rerun to continue")
-    empty = sum(1 for s in samples if not captions[s.key].strip())
+    reason = unavailable and f"{backend.captioner} cannot run here: {unavailable}"
+    if fallback and reason is None:
+        reason = f"the dataset has no caption for {len(fallback)} samples and caption.backend is {params.backend}"
+    if fallback:
+        log.warning("%d of %d samples have no caption: their caption level is the sentence level (%s)",
+                    len(fallback), len(samples), reason)
+    fell_back = set(fallback)
+    empty = sum(1 for s in samples if s.key not in fell_back and not captions[s.key].strip())
     if empty:
         log.warning("%d of %d captions are empty", empty, len(samples))
     settings = json.dumps(backend.settings, sort_keys=True)
+    file_meta = {"genvpt.captioner": backend.captioner, "genvpt.settings": settings, "genvpt.prepared": str(prepared)}
+    if fallback:  # only then: a dataset with captions gives the same bytes as before fallbacks existed
+        file_meta["genvpt.fallback"] = json.dumps({"level": "sentence", "samples": len(fallback), "of": len(samples),
+                                              "reason": reason}, sort_keys=True)
     table = pa.table(
         {
             "key": [s.key for s in samples],
             "split": [s.split for s in samples],
-            "caption": [captions[s.key] for s in samples],
-            "captioner": [backend.captioner] * len(samples),
-            "settings": [settings] * len(samples),
+            "caption": ["" if s.key in fell_back else captions[s.key] for s in samples],
+            "captioner": [FALLBACK_CAPTIONER if s.key in fell_back else backend.captioner for s in samples],
+            "settings": ["{}" if s.key in fell_back else settings for s in samples],
         },
-        schema=CAPTIONS_SCHEMA.with_metadata({"genvpt.captioner": backend.captioner, "genvpt.settings": settings,
-                                              "genvpt.prepared": str(prepared)}),
+        schema=CAPTIONS_SCHEMA.with_metadata(file_meta),
     )
     with atomic_path(out) as tmp:
         pq.write_table(table, tmp)
     store.remove()
-    stats = {"captions": len(samples), "captioned_now": len(todo), "resumed": len(samples) - len(todo),
-             "empty": empty, "captioner": backend.captioner, "settings": backend.settings}
+    stats = {"captions": len(samples), "captioned_now": len(todo) - len(fallback), "resumed": len(samples) - len(todo),
+             "empty": empty, "captioner": backend.captioner, "settings": backend.settings,
+             "fallback": len(fallback), "fallback_reason": reason}
     log.info("wrote %s: %s", out, stats)
     return stats
 
@@ -275,3 +315,33 @@ def read_captions(path: str | os.PathLike) -> dict[str, str]:
     except Exception as err:
         raise CaptionError(f"{path} is not a captions.parquet with key/caption columns: {err}") from err
     return dict(zip(t["key"], t["caption"]))
+
+
+def caption_record(path: str | os.PathLike) -> dict:
+    """What a captions.parquet records about how it was made: ``captioner``, ``captions`` (rows) and ``fallback``
+    (``{"level", "samples", "of", "reason"}`` when samples fell back to the sentence level, else None)."""
+    meta = pq.read_schema(path).metadata or {}
+    fb = meta.get(b"genvpt.fallback")
+    return {"captioner": meta.get(b"genvpt.captioner", b"?").decode(), "captions": pq.read_metadata(path).num_rows,
+            "fallback": json.loads(fb) if fb else None}
+
+
+def caption_note(path: str | os.PathLike | None) -> Optional[str]:
+    """One sentence for the report on where the caption level of the multi-level texts came from; None without a
+    readable captions file."""
+    if path is None or not Path(path).is_file():
+        return None
+    try:
+        rec = caption_record(path)
+    except Exception as err:  # the report renders without the note
+        log.warning("no caption note: %s unreadable (%s)", path, err)
+        return None
+    fb = rec["fallback"]
+    who = "the dataset's own" if rec["captioner"] == "dataset" else rec["captioner"]
+    if not fb:
+        return f"Captions (the caption level of MVP's texts): {who}, all {rec['captions']} samples."
+    if fb["samples"] >= fb["of"]:
+        return (f"Captions: none ({fb['reason']}): the caption level of MVP's texts is the sentence level "
+                f"(caption.sentence_template) for all {fb['of']} samples.")
+    return (f"Captions (the caption level of MVP's texts): {who}; {fb['samples']} of {fb['of']} samples had none "
+            f"and use the sentence level (caption.sentence_template): {fb['reason']}.")

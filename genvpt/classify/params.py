@@ -1,5 +1,5 @@
 """params.yaml section ``classify`` (composed into genvpt/config.py; stages ``pretrain_clip_vit`` and
-``classify@<config>``): PGN and its classification baselines on the prepared target dataset, each configuration
+``prepare_classify@<dataset>``, ``classify@<config>-<dataset>``): PGN and its classification baselines on the prepared target dataset, each configuration
 trained once per seed of ``classify.seeds``.
 
 A configuration is ``name: {method, train: {overrides of classify.train}, <the method's options>}``; the options are
@@ -52,8 +52,8 @@ classify:
   configs:
     zero-shot: {method: zero_shot}
     linear-probe: {method: linear_probe}
-    iip: {method: iip, num_prompts: 4}            # official 16 on ViT-B/32's 49 patches; the tiny ViT has 16
-    pgn: {method: pgn, num_prompts: 4, library_size: 64}
+    iip: {method: iip, num_prompts: 4, train: {lr: 0.01}}   # K: official 16 on ViT-B/32's 49 patches; the tiny ViT has 16
+    pgn: {method: pgn, num_prompts: 4, library_size: 64, train: {lr: 0.03}}
     vp: {method: vp, train: {lr: 40.0}}          # Bahng et al.'s SGD lr
     lora: {method: lora, rank: 4, train: {optimizer: adamw, lr: 0.001}}
     finetune: {method: finetune, train: {optimizer: adamw, lr: 0.0001}}
@@ -149,6 +149,11 @@ class ClassifyParams(StrictModel):
     eval_splits: list[str] = Field(default_factory=lambda: ["val", "test"])
     train: ClassifyTrainParams = ClassifyTrainParams()
     configs: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    # the table's columns: name -> overrides of the top-level ``dataset`` block (deep-merged; {} = the pipeline's
+    # target itself), each prepared by stage prepare_classify@<name> into data/prepared/classify/<name>/
+    datasets: dict[str, Any] = Field(default_factory=lambda: {
+        "target": {}, "outlined": {"name": "shapes", "path": None, "shapes": {"domain": "outlined"}},
+        "digits": {"name": "digits", "path": None}})
     inversion: InversionParams = InversionParams()
 
     @field_validator("template")
@@ -164,6 +169,36 @@ class ClassifyParams(StrictModel):
         if not v or len(set(v)) != len(v) or any(s < 0 for s in v):
             raise ValueError(f"seeds must be distinct non-negative integers, at least one (got {v})")
         return v
+
+    @field_validator("datasets")
+    @classmethod
+    def _datasets(cls, v: dict[str, Any]) -> dict[str, Any]:
+        if not v:
+            raise ValueError("datasets must name at least one dataset (target: {} is the pipeline's target)")
+        for name, over in v.items():
+            msg = None
+            if not _NAME.match(str(name)):
+                msg = f"the name must match {_NAME.pattern} (it becomes a folder name)"
+            elif over is not None and not isinstance(over, dict):
+                msg = f"must be a mapping of overrides of the dataset block (got {over!r})"
+            if msg:  # keys relative to the field: genvpt/config.py prefixes "classify.datasets."
+                raise _errors([(str(name), msg)], f"classify.datasets.{name}: {msg}")
+        return v
+
+    def dataset_block(self, name: str, base: Any) -> Any:
+        """The DatasetParams of column ``name`` of ``datasets``: its overrides deep-merged over ``base`` (the
+        top-level ``dataset`` block). Errors name the key (``classify.datasets.digits.shapes.domain``)."""
+        from ..datasets.params import DatasetParams
+
+        if name not in self.datasets:
+            raise KeyError(f"no classify dataset {name!r}; params classify.datasets has: {', '.join(self.datasets)}")
+        merged = _deep_merge(base.model_dump(mode="json"), self.datasets[name] or {})
+        try:
+            return DatasetParams.model_validate(merged)
+        except ValidationError as err:
+            fields = list(DatasetParams.model_fields)
+            raise _errors(error_items(err, fields, f"datasets.{name}"),
+                          f"classify.datasets.{name}: {describe_errors(err, fields)}") from None
 
     @model_validator(mode="after")
     def _validate(self) -> "ClassifyParams":
@@ -219,6 +254,13 @@ class ClassifyParams(StrictModel):
             raise _errors(error_items(err, fields, key, f"method {mcls.name}"),
                           f"{where} (method {mcls.name}): {describe_errors(err, fields)}") from None
         return ClassifyConfig(name=name, method=mcls.name, train=train, options=options)
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def _errors(items: list[tuple[str, str]], message: str) -> KeyedErrors:

@@ -1,4 +1,4 @@
-"""The ``classify@<config>`` stage's library side: load the prepared target splits and the frozen CLIP ViT, train one
+"""The ``classify@<config>-<dataset>`` stage's library side: load the prepared target splits and the frozen CLIP ViT, train one
 configuration of ``params.classify`` once per seed (:func:`genvpt.classify.train.train_classifier`), invert its
 token prompts to RGB when ``classify.inversion.configs`` names it, and summarise the seeds.
 
@@ -137,12 +137,13 @@ def _check_inversion(cfg: Any, inv: Any, clip: Any) -> None:
                          f"{[gw * i for i in range(1, 5)]}")
 
 
-def run_classify(params: Any, name: str, *, prepared: str, out: str, clip: Optional[str] = None,
-                 summary: Optional[str] = None, seeds: Optional[list[int]] = None,
+def run_classify(params: Any, name: str, *, prepared: str, out: str, dataset: str = "target",
+                 clip: Optional[str] = None, summary: Optional[str] = None, seeds: Optional[list[int]] = None,
                  progress: bool = False) -> dict[str, Any]:
     """Train configuration ``name`` of ``params.classify`` for every seed into ``out/seed-<s>/`` on the prepared
-    target ``prepared`` with the CLIP file ``clip`` (default: the one ``classify.clip`` names); write the summary
-    (``summary``: the JSON ``dvc metrics`` reads) and return it."""
+    dataset ``prepared`` (column ``dataset`` of ``classify.datasets``: its label names the report's column) with the
+    CLIP file ``clip`` (default: the one ``classify.clip`` names); write the summary (``summary``: the JSON
+    ``dvc metrics`` reads) and return it."""
     from ..clip import load_clip
     from ..datasets.shards import present_splits
     from .data import load_prepared_split
@@ -175,7 +176,8 @@ def run_classify(params: Any, name: str, *, prepared: str, out: str, clip: Optio
     source = {"clip": str(clip_path), "clip_model": block.model, "clip_sha256": sha256_file(clip_path),
               "data": str(prepared), "data_sha256": sha256_file(manifest) if manifest.is_file() else None}
     inv_params = cp.inversion.model_dump(mode="json") if inverted else None
-    info = dataset_info(prepared, params.dataset)  # the params prepare made data/prepared/target from
+    info = dataset_info(prepared, cp.dataset_block(dataset, params.dataset))  # the block prepare_classify used
+    info["column"] = dataset
     log.info("classify %s (%s) on %s: %d train images, %d classes, seeds %s", name, cfg.method, info["label"],
              len(train), len(train.class_names), list(seeds if seeds is not None else cp.seeds))
 

@@ -389,16 +389,21 @@ def build_report(
     memory_benchmark: Optional[str | os.PathLike] = None,
     classify_dir: Optional[str | os.PathLike] = None,
     classify_order: Optional[Sequence[str]] = None,
+    classify_datasets: Optional[Sequence[str]] = None,
+    captions: Optional[str | os.PathLike] = None,
 ) -> Path:
     """Write ``out_dir`` (atomically): index.html, report.md, plots/*.png. Returns the index.html path.
 
     ``comparisons``: pairs (a, b) of row names (or an averaged variant's prefix) for the headline comparisons.
     ``order``: row order (default: the score stage's). ``memory_benchmark``: ``benchmarks/mvp_memory.py``'s result
     file; when it exists, its MVP / prefilled peak-memory ratio at VAR-d16 size is reported beside the ratio of this
-    pipeline's own training records. ``classify_dir``: the classify@<config> stages' JSONs (data/classify), shown as
-    the classification section (configurations in ``classify_order``)."""
+    pipeline's own training records. ``classify_dir``: the classify@<config>-<dataset> stages' JSONs (scores/classify), shown as
+    the classification section (configurations in ``classify_order``, dataset columns in ``classify_datasets``).
+    ``captions``: the caption stage's captions.parquet; the settings say where the caption level of the texts came
+    from, and when samples had none and fell back to the sentence level."""
     from ..sampling import SampleSet
     from ..metrics.scoring import fd_key
+    from ..captions.run import caption_note
 
     rp = report_params
     summary = load_table_rows(scores_dir, order=order)
@@ -410,14 +415,14 @@ def build_report(
     fk = next((fd_key(r) for r in rows if fd_key(r)), None)
     keys = headline_keys(rows)
     text = {
-        "settings": _settings(rows, defs),
+        "settings": _settings(rows, defs) + [n for n in [caption_note(captions)] if n],
         "noise": sampling_noise_lines(summary, keys),
         "compare": comparison_lines(rows, list(comparisons), keys),
         "best": best_lines(rows, keys),
         "memory": memory_lines(rows, memory_benchmark),
         "averaged": any(r.get("averaged_from") for r in rows),
     }
-    classify = load_classify_results(classify_dir, classify_order)
+    classify = load_classify_results(classify_dir, classify_order, classify_datasets)
     text["classify_md"], text["classify_html"] = classify_markdown(classify), classify_html(classify)
     with atomic_dir(out_dir) as tmp:
         plots = tmp / "plots"

@@ -1,5 +1,5 @@
 """The report's classification section: the PGN paper's "methods x datasets" table in miniature, from the
-``classify@<config>`` stages' JSONs (``data/classify/<config>.json``, genvpt/classify/run.py).
+``classify@<config>-<dataset>`` stages' JSONs (``data/classify/<dataset>/<config>.json``, genvpt/classify/run.py).
 
 Rows are configurations (classification methods), columns are datasets (the prepared target's label, e.g.
 ``shapes-textured``; one column per dataset the JSONs were trained on), cells top-1 accuracy in % as ``mean ± std
@@ -38,14 +38,16 @@ def _num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
 
 
-def load_classify_results(classify_dir: str | os.PathLike | None,
-                          order: Optional[Sequence[str]] = None) -> list[dict]:
-    """The ``<config>.json`` files of ``classify_dir`` (those with a ``top1`` block), in ``order`` of configuration
-    names when given (others after it, sorted); [] when the folder does not exist."""
+def load_classify_results(classify_dir: str | os.PathLike | None, order: Optional[Sequence[str]] = None,
+                          dataset_order: Optional[Sequence[str]] = None) -> list[dict]:
+    """The ``<dataset>/<config>.json`` (and top-level ``<config>.json``) files of ``classify_dir`` (those with a
+    ``top1`` block), in ``order`` of configuration names when given (others after it, sorted); [] when the folder
+    does not exist. Within a configuration, datasets (the table's columns) follow ``dataset_order`` (the names of
+    params classify.datasets)."""
     if classify_dir is None or not Path(classify_dir).is_dir():
         return []
     out = []
-    for p in sorted(Path(classify_dir).glob("*.json")):
+    for p in sorted([*Path(classify_dir).glob("*.json"), *Path(classify_dir).glob("*/*.json")]):
         try:
             d = read_json(p)
         except ValueError as err:
@@ -55,7 +57,13 @@ def load_classify_results(classify_dir: str | os.PathLike | None,
             d.setdefault("name", p.stem)
             out.append(d)
     pos = {n: i for i, n in enumerate(order or [])}
-    return sorted(out, key=lambda d: (pos.get(d["name"], len(pos)), d["name"]))
+    dpos = {n: i for i, n in enumerate(dataset_order or [])}
+
+    def column(d: dict) -> str:
+        return str((d.get("dataset") or {}).get("column") or "")
+
+    return sorted(out, key=lambda d: (pos.get(d["name"], len(pos)), d["name"], dpos.get(column(d), len(dpos)),
+                                      column(d)))
 
 
 def _label(d: dict) -> str:
@@ -195,7 +203,7 @@ def _intro(data: dict) -> str:
     clip = data["clip"]
     model = clip.get("model", "?")
     return (f"PGN and its baselines adapt the frozen CLIP `{model}` (`{clip.get('file', '?')}`, stage "
-            f"pretrain_clip_vit) to the target classes (stage classify@<config>); class prompts "
+            f"pretrain_clip_vit) to each dataset's classes (stage classify@<config>-<dataset>); class prompts "
             f"\"{data['template'] or '?'}\". Scoring of generated samples keeps its own CLIP (params clip). "
             + CLASSIFY_RULE)
 

@@ -1,0 +1,130 @@
+"""Settings of the classification methods chosen on the VAL split (never on test, which the report scores).
+
+For each configuration of ``classify.configs`` named with ``--config`` (default: pgn and iip) and each dataset of
+``classify.datasets`` named with ``--dataset`` (default: all), train it once per candidate value of ``--key``
+(default ``train.lr``; candidates ``--values``) with the first seed of ``classify.seeds`` on the dataset's train split,
+and record top-1 on its val split. Per configuration the value with the best mean val top-1 over the datasets is
+reported as ``chosen`` (one value per configuration: the table's rows use one setting on every column); params.yaml is
+not edited (copy the choice by hand, with this file as the evidence).
+
+Needs ``data/clip-vit/model.pt`` (stage pretrain_clip_vit) and ``data/prepared/classify/<dataset>`` (stages
+prepare_classify@<dataset>). Everything else comes from params.yaml (classify.train and the configuration's options).
+
+    python benchmarks/select_classify.py --config pgn --config iip --values 0.01 0.03 0.1 0.3
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+import statistics
+import tempfile
+import time
+
+from _common import ROOT, save_results
+
+DEFAULT_CONFIGS = ["pgn", "iip"]
+DEFAULT_VALUES = [0.01, 0.03, 0.1, 0.3]
+declared_overrides = {  # settings params.yaml does not give (benchmarks/_common.py; tests/test_benchmarks_params.py)
+    "benchmark.search": "what is compared: --key with each of --values (and every --set), over params.yaml's value; "
+                        "params.yaml is not edited",
+    "benchmark.split": "the selection is made on the val split (the report scores test), first seed only",
+}
+
+
+def _value(text: str):
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def _put(raw: dict, key: str, value) -> None:
+    if key.startswith("train."):
+        raw.setdefault("train", {})[key.split(".", 1)[1]] = value
+    else:
+        raw[key] = value
+
+
+def settings(params, args=None) -> dict:
+    """Every setting this benchmark runs with (see benchmarks/_common.py)."""
+    names = list(getattr(args, "config", None) or []) if args is not None else []
+    names = names or [n for n in DEFAULT_CONFIGS if n in params.classify.configs]
+    datasets = list(getattr(args, "dataset", None) or []) if args is not None else []
+    st = {"classify.seeds": list(params.classify.seeds), "classify.train": params.classify.train.model_dump(mode="json"),
+          "classify.template": params.classify.template, "classify.clip": params.classify.clip.model_dump(mode="json"),
+          "classify.num_threads": params.classify.num_threads}
+    for n in names:
+        st[f"classify.configs.{n}"] = dict(params.classify.configs[n])
+    for d in datasets or list(params.classify.datasets):
+        st[f"classify.datasets.{d}"] = params.classify.datasets[d]
+    st["benchmark.search"] = {"key": getattr(args, "key", "train.lr") if args is not None else "train.lr",
+                              "values": list(getattr(args, "values", None) or DEFAULT_VALUES),
+                              "set": list(getattr(args, "set", None) or [])}
+    st["benchmark.split"] = "val"
+    return st
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", action="append", default=None, help="a name in classify.configs (repeatable)")
+    ap.add_argument("--dataset", action="append", default=None, help="a name in classify.datasets (repeatable)")
+    ap.add_argument("--key", default="train.lr", help="train.<field> or a method option")
+    ap.add_argument("--values", nargs="+", type=_value, default=list(DEFAULT_VALUES))
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="also set KEY (train.<field> or an option) for every run")
+    ap.add_argument("--name", default="select_classify", help="results file name under benchmarks/results/")
+    args = ap.parse_args()
+    import torch
+
+    from genvpt.classify.data import load_prepared_split
+    from genvpt.classify.params import ClassifyParams
+    from genvpt.classify.run import classify_clip_block
+    from genvpt.classify.train import train_classifier
+    from genvpt.clip import load_clip
+    from genvpt.config import load_params
+
+    logging.basicConfig(level=logging.WARNING)
+    params = load_params(ROOT / "params.yaml")
+    cp = params.classify
+    if cp.num_threads:
+        torch.set_num_threads(cp.num_threads)
+    names = args.config or [n for n in DEFAULT_CONFIGS if n in cp.configs]
+    datasets = args.dataset or list(cp.datasets)
+    seed = cp.seeds[0]
+    block = classify_clip_block(params, str(ROOT / "data" / "clip-vit" / "model.pt"))
+    data = {}
+    for d in datasets:
+        prepared = ROOT / "data" / "prepared" / "classify" / d
+        data[d] = (load_prepared_split(prepared, "train"), load_prepared_split(prepared, "val"))
+    results = {}
+    for name in names:
+        rows = []
+        for v in args.values:
+            raw = copy.deepcopy(cp.configs[name])
+            for kv in args.set:
+                k, _, text = kv.partition("=")
+                _put(raw, k, _value(text))
+            _put(raw, args.key, v)
+            cfg = ClassifyParams(train=cp.train, configs={name: raw}).config(name)
+            row = {"value": v, "val_top1": {}, "seconds": {}}
+            for d, (train, val) in data.items():
+                t0 = time.perf_counter()
+                with tempfile.TemporaryDirectory() as out:
+                    rec = train_classifier(cfg, clip=load_clip(block, device="cpu"), train_data=train, out_dir=out,
+                                           seed=seed, eval_data={"val": val}, template=cp.template, progress=False)
+                row["val_top1"][d] = rec["eval"]["val"]["top1"]
+                row["seconds"][d] = round(time.perf_counter() - t0, 1)
+                print(name, args.key, v, d, row["val_top1"][d], flush=True)
+            row["val_top1_mean"] = statistics.fmean(row["val_top1"].values())
+            rows.append(row)
+        best = max(rows, key=lambda r: r["val_top1_mean"])
+        results[name] = {"key": args.key, "seed": seed, "rows": rows, "chosen": best["value"],
+                         "chosen_per_dataset": {d: max(rows, key=lambda r, d=d: r["val_top1"][d])["value"]
+                                                for d in datasets}}
+    save_results(args.name, {"split": "val", "datasets": datasets, "results": results},
+                 settings=settings(params, args), declared=declared_overrides, params=params)
+
+
+if __name__ == "__main__":
+    main()
