@@ -57,7 +57,7 @@ TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"
 
 class DistributedParams(StrictModel):
     """params ``distributed:`` how many training processes the training stages (generator pretraining, prompt
-    training) run on this machine. 1 = one process (today's behaviour). More: the stage re-launches itself under
+    training, classifier prompts) run on this machine. 1 = one process (today's behaviour). More: the stage re-launches itself under
     torchrun; every global batch size must then divide by ``nproc_per_node``."""
 
     nproc_per_node: int = Field(default=1, ge=1)  # processes (GPUs) on this machine
@@ -384,7 +384,8 @@ def mean_across(values: Sequence["torch.Tensor | float"]) -> list[float]:
 
 def batch_size_errors(params: Any, nproc: int) -> list[tuple[str, str]]:
     """(key, message) for every global batch of a training stage that does not divide by ``nproc`` processes:
-    ``generator.<family>.train.batch_size`` (families that train) and the adaptation configurations' batch sizes."""
+    ``generator.<family>.train.batch_size`` (families that train), the adaptation configurations' and the
+    classification configurations' batch sizes."""
     out: list[tuple[str, str]] = []
     if nproc <= 1:
         return out
@@ -411,4 +412,14 @@ def batch_size_errors(params: Any, nproc: int) -> list[tuple[str, str]]:
             inherit = True
     if inherit:
         bad("adaptation.train.batch_size", ap.train.batch_size)
+    cp = params.classify  # classifier prompts: zero_shot does not train, every other configuration does
+    inherit = False
+    for name, raw in cp.configs.items():
+        over = raw.get("train") if isinstance(raw, dict) else None
+        if isinstance(over, dict) and "batch_size" in over:
+            bad(f"classify.configs.{name}.train.batch_size", cp.config(name).train.batch_size)
+        elif isinstance(raw, dict) and raw.get("method") != "zero_shot":
+            inherit = True
+    if inherit:
+        bad("classify.train.batch_size", cp.train.batch_size)
     return out

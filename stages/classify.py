@@ -5,11 +5,15 @@ LoRA, fine-tuning or zero-shot), once per seed of `classify.seeds`: trained on t
 of `classify.eval_splits` -> data/classify/<dataset>/<config>/seed-<s>/ (model.pt, record.json, curve.csv, and
 inversion.json for the configurations `classify.inversion.configs` names) + data/classify/<dataset>/<config>.json
 (mean, std and per-seed top-1 per split, trainable parameters, train time, peak memory, inversion) for
-`dvc metrics`."""
+`dvc metrics`.
+
+`distributed.nproc_per_node` > 1: the stage re-launches itself under torchrun and trains on that many processes (the
+same global batch; rank 0 writes the outputs; genvpt/distributed.py)."""
 from __future__ import annotations
 
 import argparse
 
+from genvpt import distributed
 from genvpt.config import load_params
 from genvpt.faults import run_stage
 from genvpt.logs import setup_logging
@@ -27,10 +31,13 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     setup_logging()
     params = load_params(args.params)
+    if distributed.relaunch_under_torchrun(params.distributed, "stages.classify", argv):
+        return {}  # torchrun ran the stage (called from Python with argv)
     from genvpt.classify.run import run_classify
 
-    return run_classify(params, args.config, prepared=args.data, dataset=args.dataset, clip=args.clip, out=args.out, summary=args.summary,
-                        progress=True)
+    with distributed.session(params.distributed, params.classify.device):
+        return run_classify(params, args.config, prepared=args.data, dataset=args.dataset, clip=args.clip,
+                            out=args.out, summary=args.summary, progress=True)
 
 
 if __name__ == "__main__":

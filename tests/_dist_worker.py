@@ -98,7 +98,37 @@ def adapt_runs(work: Path) -> dict:
     return out
 
 
-CASES = {"generator": generator_runs, "adapt": adapt_runs}
+# classifier prompts on a tiny CLIP ViT (tests/test_classify_methods.py's): augmentations on, a global batch of 8
+CLASSIFY_CASES = {"iip": {"method": "iip", "num_prompts": 4}, "vp": {"method": "vp", "train": {"lr": 1.0}},
+                  "linear-probe": {"method": "linear_probe"},
+                  "pgn": {"method": "pgn", "num_prompts": 4, "library_size": 16}}
+
+
+def classify_runs(work: Path) -> dict:
+    """Each classification case trained for 4 steps; IIP also stopped after step 2 and resumed."""
+    from genvpt.classify.params import ClassifyParams
+    from genvpt.classify.train import train_classifier, frozen_hashes
+    from test_classify_methods import quadrants, tiny_clip
+
+    params = ClassifyParams(train={"steps": 4, "batch_size": 8, "checkpoint_every": 2, "eval_batch_size": 16,
+                                   "augment": {"crop_scale_min": 0.6}}, configs=CLASSIFY_CASES)
+    train, val = quadrants(16, 1), quadrants(8, 2)
+    out = {}
+    for name in CLASSIFY_CASES:
+        clip = tiny_clip()
+        before = frozen_hashes(clip)
+        rec = train_classifier(params.config(name), clip=clip, train_data=train, out_dir=work / name, seed=1,
+                               eval_data={"val": val})
+        out[name] = {"record": rec, "before": before, "after": frozen_hashes(clip)}
+    cfg = params.config("iip")
+    stopped = train_classifier(cfg, clip=tiny_clip(), train_data=train, out_dir=work / "iip-resumed", seed=1,
+                               stop_after=2)
+    rec = train_classifier(cfg, clip=tiny_clip(), train_data=train, out_dir=work / "iip-resumed", seed=1)
+    out["iip-resumed"] = {"record": rec, "stopped": stopped}
+    return out
+
+
+CASES = {"generator": generator_runs, "adapt": adapt_runs, "classify": classify_runs}
 
 if __name__ == "__main__":
     torch.set_num_threads(1)

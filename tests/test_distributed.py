@@ -227,3 +227,35 @@ def test_the_stage_relaunches_itself_under_torchrun(tmp_path):
     one, two = load_generator(outs[1] / "model.pt").state_dict(), load_generator(outs[2] / "model.pt").state_dict()
     for k in one:
         _close(two[k], one[k], k, noise=1e-3 * 6)
+
+
+def test_classifier_prompts_on_two_processes_equal_one(tmp_path):
+    """classify@'s training loop (genvpt/classify/train.py) on 2 gloo processes: the global batch's augmentations
+    sliced per rank, gradients averaged. Methods without batch statistics end where one process ends; PGN (BatchNorm
+    over each rank's slice) keeps identical trainable weights on both ranks and trains."""
+    single = W.classify_runs(tmp_path / "single")
+    ranks, writes, work = _torchrun("classify", tmp_path)
+    _only_rank0_wrote(writes, ranks)
+    worst = 0.0
+    for name in [*W.CLASSIFY_CASES, "iip-resumed"]:
+        one, r0, r1 = single[name]["record"], ranks[0][name]["record"], ranks[1][name]["record"]
+        assert r0["world_size"] == 2 and "world_size" not in one and r0["batch_size"] == one["batch_size"] == 8
+        _, sd_one, _ = load_model_file(tmp_path / "single" / name / "model.pt", "classify")
+        _, sd_two, _ = load_model_file(work / name / "model.pt", "classify")
+        assert sd_one.keys() == sd_two.keys() and sd_one
+        assert sorted(p.name for p in (work / name).iterdir()) == ["curve.csv", "model.pt", "record.json"]
+        if name == "pgn":  # per-rank batch statistics: agrees in distribution only, but it trained on both ranks
+            assert r0["final_loss"] == r1["final_loss"] and r0["final_loss"] < r0["first_loss"] + 1.0
+            continue
+        assert r0["first_loss"] == pytest.approx(one["first_loss"], rel=RTOL, abs=ATOL)
+        assert r0["final_loss"] == pytest.approx(one["final_loss"], rel=RTOL, abs=ATOL)
+        assert r1["final_loss"] == r0["final_loss"]  # logged losses are the global batch's on every rank
+        if name != "iip-resumed":
+            assert r0["eval"]["val"]["top1"] == one["eval"]["val"]["top1"]
+        for k in sd_one:
+            worst = max(worst, _close(sd_two[k], sd_one[k], k))
+    for name in W.CLASSIFY_CASES:  # the frozen towers are bit-for-bit unchanged on both ranks
+        for r in ranks:
+            assert r[name]["before"] == r[name]["after"]
+    assert ranks[0]["iip-resumed"]["stopped"] == ranks[1]["iip-resumed"]["stopped"] == {"stopped_at": 2}
+    print(f"classifier prompts: max |two processes - one| = {worst:.3g}")

@@ -23,6 +23,7 @@ from typing import Any, Optional, Sequence
 
 import torch
 
+from .. import distributed
 from ..io import publish_seed_dirs, read_json, sha256_file, write_json
 from ..training import resolve_device
 
@@ -152,7 +153,8 @@ def run_classify(params: Any, name: str, *, prepared: str, out: str, dataset: st
 
     cp = params.classify
     cfg = cp.config(name)
-    device = resolve_device(cp.device, "classify.device")
+    device = distributed.rank_device(resolve_device(cp.device, "classify.device"))  # cuda:<LOCAL_RANK> (torchrun)
+    main = distributed.is_main()  # under torchrun rank 0 writes every file
     if cp.num_threads:
         torch.set_num_threads(cp.num_threads)
     block = classify_clip_block(params, clip)
@@ -190,6 +192,7 @@ def run_classify(params: Any, name: str, *, prepared: str, out: str, dataset: st
         sdir = work / f"seed-{seed}"
         done = sdir / DONE_FILE
         fp = _fingerprint(cfg, seed, cp.template, source, cp.eval_splits, inv_params)
+        distributed.barrier()  # rank 0 wrote the previous seed's files
         state = read_json(done) if done.is_file() else {}
         if state.get("fingerprint") != fp or not all((sdir / f).is_file() for f in SEED_FILES):
             if state:
@@ -204,14 +207,19 @@ def run_classify(params: Any, name: str, *, prepared: str, out: str, dataset: st
         if state.get("stage") in ("trained", "done"):
             records[seed] = read_json(sdir / "record.json")
         else:
-            done.unlink(missing_ok=True)
+            distributed.barrier()  # every rank has read done.json
+            if main:
+                done.unlink(missing_ok=True)
             model = load_clip(block, device=device)  # a fresh CLIP per seed: finetune / lora change it in place
             if inverted:
                 _check_inversion(cfg, cp.inversion, model)
             records[seed] = train_classifier(cfg, clip=model, train_data=train, out_dir=sdir, seed=seed,
                                              eval_data=evals, template=cp.template, progress=progress,
                                              source=source)
-            write_json(done, {"fingerprint": fp, "stage": "trained"})
+            if main:
+                write_json(done, {"fingerprint": fp, "stage": "trained"})
+        if not main:  # the other ranks only train; rank 0 inverts, publishes and summarises
+            continue
         if inverted:
             method = load_classifier(sdir / "model.pt", load_clip(block, device=device))
             inversions[seed] = inversion_report(method, inv_data, placement=cp.inversion.placement,
@@ -225,6 +233,9 @@ def run_classify(params: Any, name: str, *, prepared: str, out: str, dataset: st
                      inversions[seed]["top1_rgb_uint8"])
         write_json(done, {"fingerprint": fp, "stage": "done"})
 
+    distributed.barrier()
+    if not main:
+        return {}
     publish_seed_dirs(work, out_path, seed_list, SEED_FILES + ((INVERSION_FILE,) if inverted else ()))
     result = summarise_seeds(name, cfg.method, records, inversions, list(cp.eval_splits), info)
     result["config"] = cfg.to_dict()

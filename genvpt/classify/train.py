@@ -18,6 +18,13 @@ Outputs in ``out_dir``: ``model.pt`` (family ``classify``: configuration, the me
 ``record.json`` (trainable parameters and their share of the vision tower, times, peak memory, losses, top-1 on
 every given split before and after training, the frozen-check hashes), ``curve.csv``. A resumable
 ``train_state.pt`` lives next to them while training runs.
+
+Under torchrun (params ``distributed.nproc_per_node`` > 1, genvpt/distributed.py) every rank draws and augments the
+whole global batch from (seed, step), keeps its equal slice, and the trainable parameters' gradients are averaged
+over the ranks (``all_reduce_grads``): the global batch's gradient, as in one process. Logged losses are the global
+batch's; rank 0 writes every file. Methods without batch statistics (IIP, VP, linear probe, LoRA without dropout,
+fine-tuning) agree with one process to float tolerance; PGN's BatchNorm in its prompt generator normalises over each
+rank's slice (DDP without SyncBatchNorm), so PGN agrees with one process in distribution only.
 """
 from __future__ import annotations
 
@@ -33,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from .. import distributed
 from ..adaptation.memory import PeakMemory
 from ..adaptation.semantic import base_state_dict, state_hash
 from ..checkpoint import load_file, save_state_file
@@ -154,7 +162,9 @@ def train_classifier(
     ``stop_after`` ends the run early with the resumable state kept (what a crash leaves behind). ``finetune`` and
     ``lora`` change ``clip``'s vision tower in place: give each configuration a fresh CLIP."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    world, main = distributed.world_size(), distributed.is_main()  # under torchrun: rank 0 writes every file
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
     ts = cfg.train
     mcls = method_class(cfg.method)
     eval_data = dict(eval_data or {})
@@ -192,18 +202,24 @@ def train_classifier(
         sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine_lambda(steps, ts.warmup_steps, ts.min_lr_ratio))
         fingerprint = json.dumps({"config": cfg.to_dict(), "seed": seed, "n": N, "clip": built_from,
                                   "template": template, "source": source or {}}, sort_keys=True)
-        if ckpt.path.exists() and load_file(ckpt.path).get("extra", {}).get("fingerprint") != fingerprint:
+        stale = ckpt.path.exists() and load_file(ckpt.path).get("extra", {}).get("fingerprint") != fingerprint
+        distributed.barrier()  # every rank has read the state file before rank 0 changes it
+        if stale and main:
             log.warning("%s was written for another configuration or CLIP; starting from scratch", ckpt.path)
             ckpt.remove()
+        distributed.barrier()
         state = AdapterState(method)
-        start = ckpt.resume(state, opt, sched)
+        start = ckpt.resume(state, opt, sched)  # every rank loads the same state
+        # the global batch (every rank draws and augments it) and this rank's equal slice; one process: all of it
+        shard = distributed.batch_shard(bs, f"classify.configs.{cfg.name}.train.batch_size")
         history = list(ckpt.extra.get("history", []))
         elapsed = float(ckpt.extra.get("elapsed_s", 0.0))
         last = steps if stop_after is None else min(steps, stop_after)
         size = tuple(int(s) for s in clip.image_size)
         transform = build_transform(ts.augment, size) if ts.augment.enabled else None
-        log.info("%s (%s, seed %d): %d trainable parameters (%.4f%% of the vision tower), %d steps of batch %d on %s",
-                 cfg.name, cfg.method, seed, n_trainable, 100.0 * n_trainable / visual_params, steps, bs, device)
+        log.info("%s (%s, seed %d): %d trainable parameters (%.4f%% of the vision tower), %d steps of batch %d on %s%s",
+                 cfg.name, cfg.method, seed, n_trainable, 100.0 * n_trainable / visual_params, steps, bs, device,
+                 f" ({world} processes of {shard.size} samples each)" if world > 1 else "")
         method.train()
         clip.eval()
         t0 = time.perf_counter()
@@ -219,6 +235,8 @@ def train_classifier(
                 else:
                     x = eval_inputs(clip, images)
                 y = train_data.labels[idx].to(device)
+                if shard.split:  # this rank's rows of the global batch (augmented whole: the same per-sample draws)
+                    x, y = x[shard.rows], y[shard.rows]
                 torch.manual_seed(step_seed(seed, step, 3))  # any module randomness (LoRA dropout)
                 logits = method(x).float()
                 loss = F.cross_entropy(logits, y)
@@ -226,16 +244,19 @@ def train_classifier(
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 _grad_check(clip, method, trainable_ids)
+                distributed.all_reduce_grads([p for _, p in trainable])  # the global batch's gradient (no-op: 1 proc)
                 if ts.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_([p for _, p in trainable], ts.grad_clip)
                 opt.step()
                 sched.step()
-                row = {"step": step + 1, "loss": round(loss.item(), 6),
-                       "acc": round(float((logits.argmax(-1) == y).float().mean()), 4), "lr": opt.param_groups[0]["lr"]}
+                acc = (logits.argmax(-1) == y).float().mean()
+                g_loss, g_acc = distributed.mean_across([loss.detach(), acc])  # the global batch's (equal slices)
+                row = {"step": step + 1, "loss": round(g_loss, 6), "acc": round(g_acc, 4),
+                       "lr": opt.param_groups[0]["lr"]}
                 history.append(row)
                 if (step + 1) % 10 == 0:
                     bar.set_postfix(loss=f"{row['loss']:.3f}")
-                if (step + 1) % ts.checkpoint_every == 0 and step + 1 < steps:
+                if (step + 1) % ts.checkpoint_every == 0 and step + 1 < steps and main:
                     ckpt.save(step + 1, state, opt, sched, history=history, fingerprint=fingerprint,
                               elapsed_s=elapsed + time.perf_counter() - t0)
             bar.close()
@@ -243,7 +264,9 @@ def train_classifier(
         train_time = elapsed + time.perf_counter() - t0
         mem_info = mem.as_dict()
         if last < steps:
-            ckpt.save(last, state, opt, sched, history=history, fingerprint=fingerprint, elapsed_s=train_time)
+            if main:
+                ckpt.save(last, state, opt, sched, history=history, fingerprint=fingerprint, elapsed_s=train_time)
+            distributed.barrier()  # the state is on disk before any rank returns (and may resume from it)
             return {"stopped_at": last}
 
     after = frozen_hashes(clip, include_visual=not mcls.trains_backbone)
@@ -283,12 +306,17 @@ def train_classifier(
         "backbone_trained": mcls.trains_backbone,
         "source": source or {},
     }
-    save_classifier(out / "model.pt", method, {**cfg.to_dict(), "seed": seed, "template": template,
-                                               "class_names": list(train_data.class_names), "source": source or {}},
-                    trainable_params=int(n_trainable), steps=steps)
-    write_curve(out / "curve.csv", history)
-    write_json(out / "record.json", record)
-    ckpt.remove()
+    if world > 1:
+        record["world_size"] = world  # absent: one process
+    if main:
+        save_classifier(out / "model.pt", method, {**cfg.to_dict(), "seed": seed, "template": template,
+                                                   "class_names": list(train_data.class_names),
+                                                   "source": source or {}},
+                        trainable_params=int(n_trainable), steps=steps)
+        write_curve(out / "curve.csv", history)
+        write_json(out / "record.json", record)
+        ckpt.remove()
+    distributed.barrier()  # the files are written before any rank reads them
     log.info("%s seed %d: loss %s -> %s in %.1f s; %s", cfg.name, seed, record["first_loss"], record["final_loss"],
              train_time, ", ".join(f"top-1 {s} {e['top1']:.3f}" for s, e in evals.items()))
     return record
