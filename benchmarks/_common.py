@@ -293,3 +293,44 @@ def save_results(name: str, results: dict, *, settings: Optional[Mapping[str, An
     write_json(path, {**head, **results, **rec} if settings is not None else {**head, **rec, **results})
     print(f"wrote {path}")
     return path
+
+
+# --------------------------------------------------------------------------------- hyperparameter search (select_*)
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value: a float when it parses as one, else the text."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def add_search_arguments(ap: Any, name: str, values: list) -> None:
+    """``--key`` (train.<field> or a method option), ``--values``, ``--set KEY=VALUE`` and ``--name`` of the
+    selection benchmarks (benchmarks/select_hparams.py, benchmarks/select_classify.py)."""
+    ap.add_argument("--key", default="train.lr", help="train.<field> or a method option")
+    ap.add_argument("--values", nargs="+", type=parse_value, default=list(values))
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="also set KEY (train.<field> or an option) for every run, e.g. --set init=condition")
+    ap.add_argument("--name", default=name, help="results file name under benchmarks/results/")
+
+
+def search_config(raw: Mapping[str, Any], key: str, value: Any, sets: list[str]) -> dict:
+    """A copy of configuration ``raw`` (params.yaml's mapping) with every ``KEY=VALUE`` of ``sets`` and then
+    ``key`` = ``value`` applied (``train.<field>`` goes under ``train``)."""
+    import copy
+
+    out = copy.deepcopy(dict(raw))
+
+    def put(k: str, v: Any) -> None:
+        if k.startswith("train."):
+            out.setdefault("train", {})[k.split(".", 1)[1]] = v
+        else:
+            out[k] = v
+
+    for kv in sets:
+        k, _, text = kv.partition("=")
+        put(k, parse_value(text))
+    put(key, value)
+    return out

@@ -15,13 +15,12 @@ prepare_classify@<dataset>). Everything else comes from params.yaml (classify.tr
 from __future__ import annotations
 
 import argparse
-import copy
 import logging
 import statistics
 import tempfile
 import time
 
-from _common import ROOT, save_results
+from _common import ROOT, add_search_arguments, save_results, search_config
 
 DEFAULT_CONFIGS = ["pgn", "iip"]
 DEFAULT_VALUES = [0.01, 0.03, 0.1, 0.3]
@@ -30,20 +29,6 @@ declared_overrides = {  # settings params.yaml does not give (benchmarks/_common
                         "params.yaml is not edited",
     "benchmark.split": "the selection is made on the val split (the report scores test), first seed only",
 }
-
-
-def _value(text: str):
-    try:
-        return float(text)
-    except ValueError:
-        return text
-
-
-def _put(raw: dict, key: str, value) -> None:
-    if key.startswith("train."):
-        raw.setdefault("train", {})[key.split(".", 1)[1]] = value
-    else:
-        raw[key] = value
 
 
 def settings(params, args=None) -> dict:
@@ -69,11 +54,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", action="append", default=None, help="a name in classify.configs (repeatable)")
     ap.add_argument("--dataset", action="append", default=None, help="a name in classify.datasets (repeatable)")
-    ap.add_argument("--key", default="train.lr", help="train.<field> or a method option")
-    ap.add_argument("--values", nargs="+", type=_value, default=list(DEFAULT_VALUES))
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="also set KEY (train.<field> or an option) for every run")
-    ap.add_argument("--name", default="select_classify", help="results file name under benchmarks/results/")
+    add_search_arguments(ap, "select_classify", DEFAULT_VALUES)
     args = ap.parse_args()
     import torch
 
@@ -101,11 +82,7 @@ def main() -> None:
     for name in names:
         rows = []
         for v in args.values:
-            raw = copy.deepcopy(cp.configs[name])
-            for kv in args.set:
-                k, _, text = kv.partition("=")
-                _put(raw, k, _value(text))
-            _put(raw, args.key, v)
+            raw = search_config(cp.configs[name], args.key, v, args.set)
             cfg = ClassifyParams(train=cp.train, configs={name: raw}).config(name)
             row = {"value": v, "val_top1": {}, "seconds": {}}
             for d, (train, val) in data.items():

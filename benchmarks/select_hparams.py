@@ -15,27 +15,12 @@ from params.yaml (adaptation.train and the configuration's own options).
 from __future__ import annotations
 
 import argparse
-import copy
 import logging
 import tempfile
 import time
 from pathlib import Path
 
-from _common import ROOT, save_results
-
-
-def _value(text: str):
-    try:
-        return float(text)
-    except ValueError:
-        return text
-
-
-def _put(raw: dict, key: str, value) -> None:
-    if key.startswith("train."):
-        raw.setdefault("train", {})[key.split(".", 1)[1]] = value
-    else:
-        raw[key] = value
+from _common import ROOT, add_search_arguments, save_results, search_config
 
 
 DEFAULT_VALUES = [0.001, 0.003, 0.01, 0.03]  # --values' default
@@ -68,11 +53,7 @@ def settings(params, args=None) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", action="append", default=None)
-    ap.add_argument("--key", default="train.lr", help="train.<field> or a method option")
-    ap.add_argument("--values", nargs="+", type=_value, default=[0.001, 0.003, 0.01, 0.03])
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="also set KEY (train.<field> or an option) for every run, e.g. --set init=condition")
-    ap.add_argument("--name", default="select_hparams", help="results file name under benchmarks/results/")
+    add_search_arguments(ap, "select_hparams", DEFAULT_VALUES)
     args = ap.parse_args()
     import torch
 
@@ -97,11 +78,7 @@ def main() -> None:
         val = load_train_data(tokens, None, params.caption.sentence_template, split="val")
         rows = []
         for v in args.values:
-            raw = copy.deepcopy(ap_.configs[name])
-            for kv in args.set:
-                k, _, text = kv.partition("=")
-                _put(raw, k, _value(text))
-            _put(raw, args.key, v)
+            raw = search_config(ap_.configs[name], args.key, v, args.set)
             cfg = AdaptationParams(train=ap_.train, configs={name: raw}).config(name)
             backbone = load_backbone(base.backbone, gen, tok, device="cpu")
             t0 = time.perf_counter()
