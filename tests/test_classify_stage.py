@@ -193,13 +193,13 @@ def test_dvc_yaml_has_a_classify_instance_per_configuration_and_dataset():
             for name in configs:
                 st = stages[f"classify@{name}-{data}"]
                 assert {str(o.def_path) for o in st.outs} == {f"data/classify/{data}/{name}",
-                                                               f"scores/classify/{data}/{name}.json"}
+                                                               f"results/classify/{data}/{name}.json"}
                 assert {"data/clip-vit/model.pt", f"data/prepared/classify/{data}"} <= {str(d.def_path)
                                                                                        for d in st.deps}
         assert not [s for s in stages if s.startswith("classify@") and s.rsplit("-", 1)[-1] not in datasets]
         assert {str(o.def_path) for o in stages["pretrain_clip_vit"].outs} >= {"data/clip-vit/model.pt",
                                                                               "data/clip-vit/metrics.json"}
-        assert "scores/classify" in {str(d.def_path) for d in stages["report"].deps}
+        assert "results/classify" in {str(d.def_path) for d in stages["report"].deps}
 
 
 def test_classify_dataset_columns_merge_over_the_dataset_block_and_name_bad_keys():
@@ -221,7 +221,7 @@ def test_classify_dataset_columns_merge_over_the_dataset_block_and_name_bad_keys
 
 
 def test_report_columns_are_the_datasets_in_params_order(ws, tmp_path):
-    """scores/classify/<dataset>/<config>.json: one column per dataset, in classify.datasets order, one row per
+    """results/classify/<dataset>/<config>.json: one column per dataset, in classify.datasets order, one row per
     configuration whatever the folder order."""
     import shutil
 
@@ -242,6 +242,9 @@ def test_report_columns_are_the_datasets_in_params_order(ws, tmp_path):
     assert [r["row"] for r in rows] == list(CONFIGS)
     assert all(r.get("digits") is not None and r.get("shapes-outlined") is not None for r in rows)
     assert "| method | config | digits | shapes-outlined | trainable params |" in classify_markdown(results)
+    # a column or row params no longer name is left out of the table
+    kept = load_classify_results(tmp_path / "scores", order=list(CONFIGS)[:1], dataset_order=["zeta"])
+    assert {(r["name"], r["dataset"]["column"]) for r in kept} == {(list(CONFIGS)[0], "zeta")}
 
 
 def test_report_section_table_and_best_rule(ws):

@@ -409,7 +409,9 @@ def _leaves(d: dict, prefix: tuple) -> list[tuple]:
 def _mappings(d: dict, prefix: tuple) -> list[tuple]:
     out = [prefix]
     for k, v in d.items():
-        if isinstance(v, dict) and v and not (prefix in {("adaptation",), ("classify",)} and k == "configs"):  # names
+        if prefix == ("classify",) and k == "datasets":  # names -> overrides of the dataset block: check each entry
+            out += [m for n, e in v.items() if isinstance(e, dict) and e for m in _mappings(e, prefix + (k, n))]
+        elif isinstance(v, dict) and v and not (prefix in {("adaptation",), ("classify",)} and k == "configs"):  # names
             out += _mappings(v, prefix + (k,))
     return out
 

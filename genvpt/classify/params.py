@@ -196,9 +196,15 @@ class ClassifyParams(StrictModel):
         try:
             return DatasetParams.model_validate(merged)
         except ValidationError as err:
+            items = []
+            for e in err.errors():  # an unknown key lists the keys allowed where it sits (dataset or shapes block)
+                loc = tuple(str(p) for p in e["loc"])
+                if e["type"] == "extra_forbidden":
+                    allowed = ", ".join(sorted(_fields_at(DatasetParams, loc[:-1])))
+                    items.append((".".join(("datasets", name, *loc)), f"unknown key; allowed: {allowed}"))
             fields = list(DatasetParams.model_fields)
-            raise _errors(error_items(err, fields, f"datasets.{name}"),
-                          f"classify.datasets.{name}: {describe_errors(err, fields)}") from None
+            items += [it for it in error_items(err, fields, f"datasets.{name}") if "unknown key" not in it[1]]
+            raise _errors(items, f"classify.datasets.{name}: {describe_errors(err, fields)}") from None
 
     @model_validator(mode="after")
     def _validate(self) -> "ClassifyParams":
@@ -254,6 +260,14 @@ class ClassifyParams(StrictModel):
             raise _errors(error_items(err, fields, key, f"method {mcls.name}"),
                           f"{where} (method {mcls.name}): {describe_errors(err, fields)}") from None
         return ClassifyConfig(name=name, method=mcls.name, train=train, options=options)
+
+
+def _fields_at(model: Any, path: tuple[str, ...]) -> list[str]:
+    """Field names of the sub-model of ``model`` at ``path`` (nested pydantic models)."""
+    for part in path:
+        ann = getattr(model, "model_fields", {}).get(part)
+        model = ann.annotation if ann is not None else None
+    return list(getattr(model, "model_fields", {}) or {})
 
 
 def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

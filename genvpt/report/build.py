@@ -397,7 +397,7 @@ def build_report(
     ``comparisons``: pairs (a, b) of row names (or an averaged variant's prefix) for the headline comparisons.
     ``order``: row order (default: the score stage's). ``memory_benchmark``: ``benchmarks/mvp_memory.py``'s result
     file; when it exists, its MVP / prefilled peak-memory ratio at VAR-d16 size is reported beside the ratio of this
-    pipeline's own training records. ``classify_dir``: the classify@<config>-<dataset> stages' JSONs (scores/classify), shown as
+    pipeline's own training records. ``classify_dir``: the classify@<config>-<dataset> stages' JSONs (results/classify), shown as
     the classification section (configurations in ``classify_order``, dataset columns in ``classify_datasets``).
     ``captions``: the caption stage's captions.parquet; the settings say where the caption level of the texts came
     from, and when samples had none and fell back to the sentence level."""

@@ -43,7 +43,8 @@ def load_classify_results(classify_dir: str | os.PathLike | None, order: Optiona
     """The ``<dataset>/<config>.json`` (and top-level ``<config>.json``) files of ``classify_dir`` (those with a
     ``top1`` block), in ``order`` of configuration names when given (others after it, sorted); [] when the folder
     does not exist. Within a configuration, datasets (the table's columns) follow ``dataset_order`` (the names of
-    params classify.datasets)."""
+    params classify.datasets). With ``order`` / ``dataset_order`` given, results of other configurations / datasets
+    (left by a configuration since removed from params) are left out with a warning."""
     if classify_dir is None or not Path(classify_dir).is_dir():
         return []
     out = []
@@ -61,6 +62,14 @@ def load_classify_results(classify_dir: str | os.PathLike | None, order: Optiona
 
     def column(d: dict) -> str:
         return str((d.get("dataset") or {}).get("column") or "")
+
+    # files of configurations / datasets that params no longer name (a removed row or column) are left out, logged
+    stale = [d for d in out if (order is not None and d["name"] not in pos)
+             or (dataset_order is not None and column(d) and column(d) not in dpos)]
+    if stale:
+        log.warning("classification results not in params classify.configs / classify.datasets, left out of the "
+                    "report: %s", ", ".join(sorted(f"{column(d) or '?'}/{d['name']}" for d in stale)))
+        out = [d for d in out if not any(d is x for x in stale)]
 
     return sorted(out, key=lambda d: (pos.get(d["name"], len(pos)), d["name"], dpos.get(column(d), len(dpos)),
                                       column(d)))
