@@ -52,7 +52,7 @@ classify:
   configs:
     zero-shot: {method: zero_shot}
     linear-probe: {method: linear_probe}
-    iip: {method: iip, num_prompts: 4, train: {lr: 0.01}}   # K: official 16 on ViT-B/32's 49 patches; the tiny ViT has 16
+    iip: {method: iip, num_prompts: 16, train: {lr: 0.01}}  # K 16 as the official IIP (chosen on val over 4)
     pgn: {method: pgn, num_prompts: 4, library_size: 64, train: {lr: 0.03}}
     vp: {method: vp, train: {lr: 40.0}}          # Bahng et al.'s SGD lr
     lora: {method: lora, rank: 4, train: {optimizer: adamw, lr: 0.001}}
