@@ -97,24 +97,20 @@ def stage_plan(root: str | os.PathLike = ROOT,
 
 @task(name="dvc-stage", cache_policy=NO_CACHE, task_run_name="{name}")
 def run_stage(name: str, root: str, remote=None) -> dict:
-    """Reproduce one DVC stage (only if DVC finds it stale). With a DVC remote (params ``remote``: its name, or DVC's
-    default remote) the stage goes through :func:`flows.dvc_stages.run_if_stale`, which pulls its outputs before
+    """Reproduce one DVC stage (only if DVC finds it stale). With ``remote`` (params ``remote``, given only when it
+    resolves to a DVC remote: its name, or DVC's default remote) the stage goes through :func:`flows.dvc_stages.run_if_stale`, which pulls its outputs before
     deciding and pushes them after."""
     from dvc.repo import Repo
 
-    from flows.dvc_stages import dvc_repo, remote_name, run_if_stale
+    from flows.dvc_stages import run_if_stale
 
     logger = get_run_logger()
     _ensure_python_on_path()
-    if remote is not None:
-        with dvc_repo(root) as repo:
-            shared = remote_name(repo, remote)
-        if shared:
-            r = run_if_stale(root, name, remote=remote)
-            logger.info("stage %s: %s (%.1fs; remote %s)", name,
-                        "ran" if r["ran"] else ("pulled" if r["pulled"] else "up to date, skipped"), r["seconds"],
-                        shared)
-            return r
+    if remote is not None:  # the flow resolved a DVC remote (params remote) once for every stage
+        r = run_if_stale(root, name, remote=remote)
+        logger.info("stage %s: %s (%.1fs; remote)", name,
+                    "ran" if r["ran"] else ("pulled" if r["pulled"] else "up to date, skipped"), r["seconds"])
+        return r
     t0 = time.perf_counter()
     with contextlib.chdir(root), Repo(root) as repo:  # tasks run one at a time, so chdir is safe here
         ran = repo.reproduce(name, single_item=True)
@@ -190,12 +186,16 @@ def pipeline(stages: Optional[list[str]] = None, root: str = str(ROOT), max_para
         results = _run_concurrently(order, upstream, root, parallel, params.prefect, progress, routes,
                                     remote=params.remote)
     else:
+        from flows.dvc_stages import dvc_repo, remote_name
+
+        with dvc_repo(root) as repo:  # which DVC remote params name (or none): one read for every stage
+            shared = params.remote if remote_name(repo, params.remote) else None
         runner = run_stage.with_options(
             retries=params.prefect.retries, retry_delay_seconds=params.prefect.retry_delay_seconds
         )
         results = []
         for i, name in enumerate(order):
-            results.append(runner(name, root, params.remote))
+            results.append(runner(name, root, shared))
             fault_point(f"flow:after:{name}")  # crash-recovery tests stop the flow between stages here
             update_progress_artifact(progress, progress=100.0 * (i + 1) / len(order))
     _publish_report(root, results, logger)

@@ -26,6 +26,7 @@ path on every machine whose workers run it (one machine, or a shared filesystem)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -161,17 +162,16 @@ def ensure_pool(pool: str) -> None:
     with get_client(sync_client=True) as client:
         try:
             wp = client.read_work_pool(pool)
+        except ObjectNotFound:
+            wp = None
+        if wp is not None:
             if wp.type != "process":
                 raise RuntimeError(f"work pool {pool!r} exists with type {wp.type!r}; GPU workers need a 'process' pool")
             return
-        except ObjectNotFound:
-            pass
-        try:
+        with contextlib.suppress(ObjectAlreadyExists):  # another process created it in between: same pool
             client.create_work_pool(WorkPoolCreate(name=pool, type="process",
                                                    base_job_template=ProcessWorker.get_default_base_job_template()))
             log.info("created process work pool %s", pool)
-        except ObjectAlreadyExists:
-            pass
 
 
 def ensure_device_limits(labels: Sequence[str]) -> list[str]:
@@ -185,13 +185,12 @@ def ensure_device_limits(labels: Sequence[str]) -> list[str]:
         for name in names:
             try:
                 gcl = client.read_global_concurrency_limit_by_name(name)
-                if gcl.limit != 1 or not gcl.active:
-                    client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(limit=1, active=True))
             except ObjectNotFound:
-                try:
+                with contextlib.suppress(ObjectAlreadyExists):  # created in between by another process: same limit
                     client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
-                except ObjectAlreadyExists:
-                    pass
+                continue
+            if gcl.limit != 1 or not gcl.active:
+                client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(limit=1, active=True))
     return names
 
 
