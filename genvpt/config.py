@@ -31,6 +31,7 @@ from .adaptation.params import AdaptationParams
 from .generators.params import GeneratorParams
 from .tokenizers.params import TokenizerParams
 from .classify.params import ClassifyParams
+from .targets.params import ExtraTarget, extra_target_errors
 from .distributed import DistributedParams, batch_size_errors
 from .prefect_params import PrefectParams
 from .remote_params import RemoteParams
@@ -91,6 +92,8 @@ class Params(StrictModel):
     classify: ClassifyParams = ClassifyParams()
     # training processes per machine for generator pretraining and prompt training (torchrun; genvpt/distributed.py)
     distributed: DistributedParams = DistributedParams()
+    # more targets the per-target stages rerun for (stage extra_target@<name>; genvpt/targets/params.py)
+    extra_targets: dict[str, ExtraTarget] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _batches_divide(self) -> "Params":
@@ -100,14 +103,27 @@ class Params(StrictModel):
         return self
 
     @model_validator(mode="after")
-    def _classify_datasets(self) -> "Params":
-        """Every column of classify.datasets is a valid dataset block once merged over ``dataset``."""
+    def _merged_dataset_blocks(self) -> "Params":
+        """Every column of classify.datasets (merged over ``dataset``) and every entry of tokenizer.data (merged over
+        ``source``) is a valid dataset block."""
         errors: list[tuple[str, str]] = []
-        for name in self.classify.datasets:
-            try:
-                self.classify.dataset_block(name, self.dataset)
-            except KeyedErrors as err:
-                errors += [(f"classify.{k}", m) for k, m in err.items]
+        for section, names, block in (("classify", self.classify.datasets, self.classify.dataset_block),
+                                      ("tokenizer", self.tokenizer.data, self.tokenizer.data_block)):
+            base = self.dataset if section == "classify" else self.source
+            for name in names:
+                try:
+                    block(name, base)
+                except KeyedErrors as err:
+                    errors += [(f"{section}.{k}", m) for k, m in err.items]
+        if errors:
+            raise KeyedErrors(errors)
+        return self
+
+    @model_validator(mode="after")
+    def _extra_targets(self) -> "Params":
+        """Every entry of extra_targets: a folder name, configurations of adaptation.configs, and a valid dataset
+        block once merged over ``dataset``."""
+        errors = extra_target_errors(self.extra_targets, self.dataset, self.adaptation.configs)
         if errors:
             raise KeyedErrors(errors)
         return self
@@ -123,13 +139,16 @@ class Params(StrictModel):
 def _allowed_here(model: type[BaseModel], loc: tuple) -> Optional[list[str]]:
     """Field names of the (sub)model at ``loc``'s parent, for 'unknown key' messages."""
     cur: Any = model
+    in_mapping = False  # the previous part was a dict[str, Model] field: this part is one of its keys
     for part in loc[:-1]:
-        if isinstance(part, int):
+        if isinstance(part, int) or in_mapping:
+            in_mapping = False
             continue
         fields = getattr(cur, "model_fields", None)
         if not fields or part not in fields:
             return None
         ann = fields[part].annotation
+        in_mapping = getattr(ann, "__origin__", None) is dict
         # unwrap Optional[X]
         args = getattr(ann, "__args__", None)
         if args:

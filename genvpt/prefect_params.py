@@ -17,7 +17,7 @@ __all__ = ["PrefectParams", "TRAINING_STAGES"]
 # dvc.yaml stages that train a model (foreach base names): with ``training_pool`` set they run on the pool's
 # one-worker-per-GPU workers (flows/workers.py); everything else runs where the flow runs.
 TRAINING_STAGES = ("pretrain_tokenizer", "pretrain_generator", "pretrain_clip", "pretrain_clip_vit",
-                   "train_classifier", "adapt", "classify")
+                   "train_classifier", "adapt", "classify", "extra_target")
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")          # a Prefect work-pool name we accept
 _STAGE = re.compile(r"^[A-Za-z0-9_]+(@[^\s]+)?$")            # dvc.yaml stage name, or one foreach instance

@@ -1,12 +1,14 @@
 """Stage ``pretrain_tokenizer@<family>``: the tokenizer of one family (vqgan | msvq) -> data/tokenizers/<family>/.
 
 * ``tokenizer.<family>.checkpoint`` null (the embedded default): trains the tiny tokenizer on the source domain's
-  train split (resumable: ``train_state.pt`` next to the outputs, removed when training finishes).
+  train split and the train splits of the broad data ``tokenizer.data`` names (``--data``: stage prepare_tokenizer's
+  folder), as the papers' tokenizers are trained on broad data and only the generators on the source (resumable:
+  ``train_state.pt`` next to the outputs, removed when training finishes).
 * ``tokenizer.<family>.checkpoint`` set: nothing is trained; the official file is loaded strictly (sizes read
   from it), evaluated on the source val split and saved as ``model.pt``, so every later stage reads one format.
 
 Outputs: ``model.pt`` (genvpt.checkpoint.save_model format), ``metrics.json`` (PSNR, codebook usage and perplexity,
-per scale for msvq; training time), ``recon.png`` (originals / reconstructions), ``curve.csv`` (training losses).
+per scale for msvq, on source val; ``psnr_by_data``: PSNR on each broad dataset's val split; training time), ``recon.png`` (originals / reconstructions), ``curve.csv`` (training losses).
 """
 from __future__ import annotations
 
@@ -41,17 +43,34 @@ from genvpt.training import count_parameters, peak_memory_mb, seed_everything, w
 log = logging.getLogger("stages.pretrain_tokenizer")
 
 
-def _fingerprint(family: str, fparams, seed: int, source: Path) -> str:
-    manifest = source / "manifest.parquet"
-    data = sha256_file(manifest) if manifest.is_file() else str(source.resolve())
+def _fingerprint(family: str, fparams, seed: int, folders: list[Path]) -> str:
+    data = []
+    for folder in folders:
+        manifest = folder / "manifest.parquet"
+        data.append(sha256_file(manifest) if manifest.is_file() else str(folder.resolve()))
     blob = json.dumps({"family": family, "params": fparams.model_dump(), "seed": seed, "data": data}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def broad_data_folders(names: list[str], root: Path) -> dict[str, Path]:
+    """The prepared folder of every ``tokenizer.data`` entry under ``root``; an error names what is missing."""
+    listed = root / "datasets.json"
+    if names and not listed.is_file():
+        raise FileNotFoundError(f"{listed} is missing: run stage prepare_tokenizer (params tokenizer.data names "
+                                f"{', '.join(names)})")
+    have = json.loads(listed.read_text())["datasets"] if listed.is_file() else []
+    missing = [n for n in names if n not in have]
+    if missing:
+        raise FileNotFoundError(f"{root} lacks tokenizer.data entries {missing} (it has {have}): rerun prepare_tokenizer")
+    return {n: root / n for n in names}
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--family", required=True, choices=FAMILIES)
     ap.add_argument("--source", default="data/prepared/source", help="prepared source-domain dataset")
+    ap.add_argument("--data", default="data/prepared/tokenizer",
+                    help="stage prepare_tokenizer's folder: the broad datasets params tokenizer.data names")
     ap.add_argument("--out", default=None, help="output folder (default data/tokenizers/<family>)")
     ap.add_argument("--params", default=None, help="params file (default params.yaml)")
     ap.add_argument("--no-progress", action="store_true")
@@ -81,20 +100,30 @@ def main(argv: list[str] | None = None) -> None:
         meta.update(imported_from=str(fp.checkpoint), checkpoint_sha256=sha256_file(fp.checkpoint))
         train_info = {"imported": True}
     else:
-        train = load_split(source, "train")
+        broad = broad_data_folders(list(tp_all.data), Path(args.data))
+        parts = [load_split(source, "train").images]
+        for name, folder in broad.items():
+            images = load_split(folder, "train").images
+            if images.shape[1:] != parts[0].shape[1:]:
+                raise ValueError(f"tokenizer.data.{name}: images of shape {tuple(images.shape[1:])} in {folder}, the "
+                                 f"source's are {tuple(parts[0].shape[1:])} (set the same image_size)")
+            parts.append(images)
+        train_images = torch.cat(parts)
+        meta["trained_on"] = [str(source), *(str(f) for f in broad.values())]
         seed_everything(tp_all.seed)
         model = build_model(args.family, model_config(args.family, fp, image_size))
         if fp.train.zero_init_residual:
             zero_init_residuals(model)
-        log.info("training %s tokenizer (%.2f M parameters) on %d images of %d px for %d steps on %s",
-                 args.family, count_parameters(model) / 1e6, len(train), image_size, fp.train.steps, device)
+        log.info("training %s tokenizer (%.2f M parameters) on %d images of %d px (source %d, %s) for %d steps on %s",
+                 args.family, count_parameters(model) / 1e6, len(train_images), image_size, len(parts[0]),
+                 ", ".join(f"{n} {len(x)}" for n, x in zip(broad, parts[1:])) or "no broad data", fp.train.steps,
+                 device)
         res = train_tokenizer(
-            model, train.images, fp.train, seed=tp_all.seed, device=device,
-            state_path=out / "train_state.pt", fingerprint=_fingerprint(args.family, fp, tp_all.seed, source),
-            progress=progress,
+            model, train_images, fp.train, seed=tp_all.seed, device=device, state_path=out / "train_state.pt",
+            fingerprint=_fingerprint(args.family, fp, tp_all.seed, [source, *broad.values()]), progress=progress,
         )
         curve = res.history
-        imgs_seen = (res.steps_run * min(fp.train.batch_size, len(train)))
+        imgs_seen = (res.steps_run * min(fp.train.batch_size, len(train_images)))
         train_info = {
             "imported": False,
             "train_seconds": round(res.seconds, 2),
@@ -103,6 +132,7 @@ def main(argv: list[str] | None = None) -> None:
             "load_average_1m": round(os.getloadavg()[0], 2),  # other processes sharing the CPU inflate the time
             "train_images_per_s": round(imgs_seen / max(res.seconds, 1e-9), 1),
             "steps": fp.train.steps,
+            "train_images": {"source": len(parts[0]), **{n: len(x) for n, x in zip(broad, parts[1:])}},
             "resumed_from_step": res.resumed_from,
             "final_recon_loss": curve[-1]["recon"] if curve else None,
         }
@@ -119,6 +149,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     log.info("%s on source val: PSNR %.2f dB, codebook usage %.1f%%, perplexity %.1f", args.family,
              metrics["psnr"], 100 * metrics["codebook_usage"], metrics["perplexity"])
+    if not fp.checkpoint:
+        metrics["psnr_by_data"] = {}
+        for name, folder in broad.items():
+            r = evaluate_tokenizer(model, load_split(folder, "val").images, batch_size=tp_all.eval_batch_size,
+                                   device=device, progress=False)
+            metrics["psnr_by_data"][name] = round(float(r["psnr"]), 3)
+        log.info("%s PSNR on the broad data's val splits: %s", args.family, metrics["psnr_by_data"])
 
     save_tokenizer(out / "model.pt", model.cpu(), **meta)
     reconstruction_grid(model, val.images, out / "recon.png", device=device)

@@ -2,7 +2,8 @@
 mean ± std (n seeds), the best per column marked only beyond the spread, the sampling noise stated once, headline
 comparisons of row pairs with both spreads, averaged variants (mvp-random0/1/2), a sample grid per row (its first
 seed), training curves and FD against trainable parameters (report/plots/*.png, DVC plots); with --classify, the
-classification section (PGN and its baselines: methods x datasets, prompt inversion)."""
+classification section (PGN and its baselines: methods x datasets, prompt inversion); with --targets, the "Other
+targets" section (one table per extra target: FD, class accuracy, trainable parameters of its rows)."""
 from __future__ import annotations
 
 import argparse
@@ -37,6 +38,8 @@ def main(argv: list[str] | None = None):
                          "classification section)")
     ap.add_argument("--captions", default=None,
                     help="the caption stage's captions.parquet (the report says where the caption level came from)")
+    ap.add_argument("--targets", default=None,
+                    help="folder of the extra_target@<name> stages' <name>.json (the \"Other targets\" section)")
     ap.add_argument("--params", default=None, help="params file (default: params.yaml)")
     args = ap.parse_args(argv)
     setup_logging()
@@ -45,7 +48,8 @@ def main(argv: list[str] | None = None):
                         comparisons=args.compare or [tuple(x.split(':')) for x in params.report.compare], order=report_rows(params),
                         target_dir=args.target, memory_benchmark=args.memory_benchmark,
                         classify_dir=args.classify, classify_order=list(params.classify.configs),
-                        classify_datasets=list(params.classify.datasets), captions=args.captions)
+                        classify_datasets=list(params.classify.datasets), captions=args.captions,
+                        targets_dir=args.targets, target_names=list(params.extra_targets))
 
 
 if __name__ == "__main__":

@@ -34,11 +34,18 @@ def tiny_params(configs: tuple[str, ...] = CONFIGS, classify: tuple[str, ...] = 
     ad["num_threads"] = 1
     ad["train"].update(steps=4, batch_size=4, warmup_steps=1, checkpoint_every=2)
     ad["configs"] = {k: ad["configs"][k] for k in configs}
+    # more targets: each keeps the configurations kept above (at least one); digits with as many classes as the tiny
+    # source has (the frozen rows' class table), a few train images per class
+    p["extra_targets"] = {
+        name: {"dataset": {**(t.get("dataset") or {}), "few_shot": {"num_classes": 3, "images_per_class": 5}},
+               "configs": [c for c in t["configs"] if c in configs] or [configs[0]]}
+        for name, t in (p.get("extra_targets") or {}).items()}
     ct = p["clip"]["train"]
     ct.update(steps=4, batch_size=8, warmup_steps=1, checkpoint_every=2, eval_batch_size=16)
     p["clip"]["batch_size"] = 16
     tok = p["tokenizer"]
     tok["eval_batch_size"] = 16
+    tok["data"] = {"textured": {"seed": 2, "shapes": {"domain": "textured", "images_per_class": 4}}}
     tok["tokenize"]["batch_size"] = 16
     tok["vqgan"].update(ch=8, z_channels=8, n_embed=16, embed_dim=4, norm_groups=4)
     tok["msvq"].update(ch=8, z_channels=4, vocab_size=16, patch_nums=[1, 2, 4], norm_groups=4, share_quant_resi=3)

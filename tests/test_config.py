@@ -29,6 +29,20 @@ def test_repo_params_yaml_is_valid_and_complete():
         ({"dataset": {"name": "imagefolder"}}, ["dataset", "path is required"]),
         ({"prepare": {"max_reject_fraction": 2}}, ["prepare.max_reject_fraction", "less than or equal to 1"]),
         ({"typo_section": {}}, ["typo_section", "unknown key", "dataset"]),
+        # the tokenizers' broad data: overrides of the source block, checked where they sit
+        ({"tokenizer": {"data": {"x": {"shapes": {"domian": "flat"}}}}},
+         ["tokenizer.data.x.shapes.domian", "unknown key", "domain"]),
+        ({"tokenizer": {"data": {"x": {"name": "cifar"}}}}, ["tokenizer.data.x.name", "'digits'"]),
+        ({"tokenizer": {"data": {"Bad Name": {}}}}, ["tokenizer.data", "folder name"]),
+        # more targets: configurations of adaptation.configs, dataset overrides checked where they sit
+        ({"extra_targets": {"t": {"configs": ["vpt-nope"]}}},
+         ["extra_targets.t.configs", "vpt-nope", "not in adaptation.configs"]),
+        ({"extra_targets": {"t": {"dataset": {"shapes": {"domian": "flat"}}, "configs": ["x"]},
+                            "Bad Name": {"configs": ["x"]}},
+          "adaptation": {"configs": {"x": {"backbone": "ar", "method": "vpt"}}}},
+         ["extra_targets.t.dataset.shapes.domian", "unknown key", "domain", "extra_targets.Bad Name", "folder name"]),
+        ({"extra_targets": {"t": {"configs": ["x"], "datset": {}}}},
+         ["extra_targets.t.datset", "unknown key", "configs, dataset"]),
     ],
 )
 def test_bad_params_name_key_and_allowed_values(data, expected):
@@ -130,8 +144,8 @@ def test_dataset_params_import_without_config_or_dataset_code():
 
 def test_params_yaml_spells_out_the_code_defaults():
     """One source of defaults: every value params.yaml gives equals the params models' default (the user lists
-    `adaptation.configs`, `sample.configs`, `classify.configs` and `classify.inversion.configs` excepted), so no
-    default lives twice with two values."""
+    `adaptation.configs`, `sample.configs`, `classify.configs` and `classify.inversion.configs` excepted, and
+    `extra_targets`, which names adaptation configurations), so no default lives twice with two values."""
     from genvpt.config import load_params, validate_params
 
     yaml_ = load_params(ROOT / "params.yaml").model_dump(mode="json")
@@ -140,6 +154,7 @@ def test_params_yaml_spells_out_the_code_defaults():
         d["adaptation"].pop("configs")
         d["classify"].pop("configs")
         d["classify"]["inversion"].pop("configs")
+        d.pop("extra_targets")
     diffs = []
 
     def walk(a, b, path):

@@ -54,10 +54,14 @@ def test_dataset_params_invalidate_prepare_and_downstream_only():
         all_names = {s.addressing for s in repo.index.stages}
     # prepare reads it to make the data; score to fit its texture judge on the target's own shapes settings;
     # prepare_classify@<dataset> merges its column's overrides over it; classify@<config>-<dataset> for the dataset's
-    # label in its results (the report's column; downstream of prepare_classify anyway)
-    readers = {s.addressing for s in direct if not s.addressing.startswith(("classify@", "prepare_classify@"))}
-    assert readers == {"prepare", "score"}, "only prepare, score and the classification stages read the dataset block"
-    upstream_only = {n for n in all_names if n.startswith(("prepare_source", "pretrain"))}
+    # label in its results (the report's column; downstream of prepare_classify anyway); extra_target@<name> merges
+    # its target's overrides over it by design (the derived params of its inner prepare / score)
+    readers = {s.addressing for s in direct
+               if not s.addressing.startswith(("classify@", "prepare_classify@", "extra_target@"))}
+    assert readers == {"prepare", "score"}, ("only prepare, score, the classification stages and the extra targets "
+                                             "read the dataset block")
+    assert any(n.startswith("extra_target@") for n in names), "a dataset change reruns the extra targets"
+    upstream_only = {n for n in all_names if n.startswith(("prepare_source", "prepare_tokenizer", "pretrain"))}
     assert not names & upstream_only, f"a dataset change would rerun {sorted(names & upstream_only)}"
 
 

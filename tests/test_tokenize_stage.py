@@ -25,6 +25,7 @@ if str(ROOT) not in sys.path:  # the stage entry points (stages/*.py) live at th
 SIZE = 16
 TINY = {
     "num_threads": None,
+    "data": {},  # the source alone (test_pretrain_on_broad_data adds some)
     "eval_batch_size": 8,
     "vqgan": {"ch": 8, "ch_mult": [1, 2], "attn_resolutions": [8], "z_channels": 8, "n_embed": 16, "embed_dim": 4,
               "train": {"steps": 3, "batch_size": 8, "ae_warmup_steps": 1, "restart_every": 2}},
@@ -110,6 +111,28 @@ def test_pretrain_and_tokenize_round_trip(tmp_path, prepared, family):
                    str(tmp_path / "tokens2"), "--params", params, "--no-progress"])
     assert json.loads((tmp_path / "tokens2" / "meta.json").read_text())["counts"] == {"train": 16, "val": 11}
     assert not (tmp_path / "tokens2" / "test").exists()
+
+
+def test_pretrain_on_broad_data(tmp_path, prepared):
+    """tokenizer.data: the tokenizer trains on the source and every named dataset's train split, reports the PSNR on
+    each one's val split, and refuses a data folder that lacks a named entry."""
+    from stages import pretrain_tokenizer
+
+    params = _params(tmp_path, data={"extra": {"seed": 5}})
+    broad = tmp_path / "broad"
+    args = ["--family", "vqgan", "--source", str(prepared), "--data", str(broad), "--out", str(tmp_path / "tok"),
+            "--params", params, "--no-progress"]
+    with pytest.raises(FileNotFoundError, match="prepare_tokenizer"):
+        pretrain_tokenizer.main(args)
+    shutil.copytree(prepared, broad / "extra")
+    (broad / "datasets.json").write_text(json.dumps({"datasets": ["other"]}))
+    with pytest.raises(FileNotFoundError, match=r"lacks tokenizer.data entries \['extra'\]"):
+        pretrain_tokenizer.main(args)
+    (broad / "datasets.json").write_text(json.dumps({"datasets": ["extra"]}))
+    pretrain_tokenizer.main(args)
+    metrics = json.loads((tmp_path / "tok" / "metrics.json").read_text())
+    assert metrics["train_images"] == {"source": 16, "extra": 16}
+    assert set(metrics["psnr_by_data"]) == {"extra"} and metrics["psnr_by_data"]["extra"] > 0
 
 
 def test_pretrain_imports_named_checkpoint(tmp_path, prepared):

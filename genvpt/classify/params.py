@@ -188,23 +188,11 @@ class ClassifyParams(StrictModel):
     def dataset_block(self, name: str, base: Any) -> Any:
         """The DatasetParams of column ``name`` of ``datasets``: its overrides deep-merged over ``base`` (the
         top-level ``dataset`` block). Errors name the key (``classify.datasets.digits.shapes.domain``)."""
-        from ..datasets.params import DatasetParams
+        from ..datasets.params import merged_dataset_block
 
         if name not in self.datasets:
             raise KeyError(f"no classify dataset {name!r}; params classify.datasets has: {', '.join(self.datasets)}")
-        merged = _deep_merge(base.model_dump(mode="json"), self.datasets[name] or {})
-        try:
-            return DatasetParams.model_validate(merged)
-        except ValidationError as err:
-            items = []
-            for e in err.errors():  # an unknown key lists the keys allowed where it sits (dataset or shapes block)
-                loc = tuple(str(p) for p in e["loc"])
-                if e["type"] == "extra_forbidden":
-                    allowed = ", ".join(sorted(_fields_at(DatasetParams, loc[:-1])))
-                    items.append((".".join(("datasets", name, *loc)), f"unknown key; allowed: {allowed}"))
-            fields = list(DatasetParams.model_fields)
-            items += [it for it in error_items(err, fields, f"datasets.{name}") if "unknown key" not in it[1]]
-            raise _errors(items, f"classify.datasets.{name}: {describe_errors(err, fields)}") from None
+        return merged_dataset_block(base, self.datasets[name], f"datasets.{name}", f"classify.datasets.{name}")
 
     @model_validator(mode="after")
     def _validate(self) -> "ClassifyParams":
@@ -260,21 +248,6 @@ class ClassifyParams(StrictModel):
             raise _errors(error_items(err, fields, key, f"method {mcls.name}"),
                           f"{where} (method {mcls.name}): {describe_errors(err, fields)}") from None
         return ClassifyConfig(name=name, method=mcls.name, train=train, options=options)
-
-
-def _fields_at(model: Any, path: tuple[str, ...]) -> list[str]:
-    """Field names of the sub-model of ``model`` at ``path`` (nested pydantic models)."""
-    for part in path:
-        ann = getattr(model, "model_fields", {}).get(part)
-        model = ann.annotation if ann is not None else None
-    return list(getattr(model, "model_fields", {}) or {})
-
-
-def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
 
 
 def _errors(items: list[tuple[str, str]], message: str) -> KeyedErrors:

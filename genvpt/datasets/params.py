@@ -171,3 +171,48 @@ def with_source_defaults(block: Any) -> Any:
     if isinstance(shapes, Mapping):
         out["shapes"] = {**SOURCE_DEFAULTS["shapes"], **shapes}
     return out
+
+
+def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """``over`` merged into ``base``: nested mappings merge key by key, anything else replaces."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else v
+    return out
+
+
+def _fields_at(model: Any, path: tuple[str, ...]) -> list[str]:
+    """Field names of the sub-model of ``model`` at ``path`` (nested pydantic models)."""
+    for part in path:
+        ann = getattr(model, "model_fields", {}).get(part)
+        model = ann.annotation if ann is not None else None
+    return list(getattr(model, "model_fields", {}) or {})
+
+
+def merged_dataset_block(base: DatasetParams, overrides: Optional[Mapping[str, Any]], key: str,
+                         where: str) -> DatasetParams:
+    """A dataset block named by its overrides of ``base`` (deep-merged, then validated).
+
+    ``key`` is the overrides' key relative to the section that holds them (``datasets.digits``: error items carry it,
+    and genvpt/config.py prefixes the section), ``where`` the full key for the message
+    (``classify.datasets.digits``). An unknown key lists the keys allowed where it sits (dataset or shapes block).
+    """
+    from pydantic import ValidationError
+
+    from ..schema import KeyedErrors, describe_errors, error_items
+
+    merged = deep_merge(base.model_dump(mode="json"), overrides or {})
+    try:
+        return DatasetParams.model_validate(merged)
+    except ValidationError as err:
+        items = []
+        for e in err.errors():
+            loc = tuple(str(p) for p in e["loc"])
+            if e["type"] == "extra_forbidden":
+                allowed = ", ".join(sorted(_fields_at(DatasetParams, loc[:-1])))
+                items.append((".".join((key, *loc)), f"unknown key; allowed: {allowed}"))
+        fields = list(DatasetParams.model_fields)
+        items += [it for it in error_items(err, fields, key) if "unknown key" not in it[1]]
+        out = KeyedErrors(items)
+        out.args = (f"{where}: {describe_errors(err, fields)}",)
+        raise out from None

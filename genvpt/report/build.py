@@ -21,6 +21,7 @@ from ..metrics.params import ReportParams
 from ..metrics.registry import metric_info
 from .classify import classify_html, classify_markdown, load_classify_results
 from .figures import image_grid, plot_curves, plot_fd_vs_params, save_grid
+from .targets import load_target_results, targets_html, targets_markdown
 from .tables import (
     BEST_RULE,
     beyond_spread,
@@ -391,6 +392,8 @@ def build_report(
     classify_order: Optional[Sequence[str]] = None,
     classify_datasets: Optional[Sequence[str]] = None,
     captions: Optional[str | os.PathLike] = None,
+    targets_dir: Optional[str | os.PathLike] = None,
+    target_names: Optional[Sequence[str]] = None,
 ) -> Path:
     """Write ``out_dir`` (atomically): index.html, report.md, plots/*.png. Returns the index.html path.
 
@@ -400,7 +403,9 @@ def build_report(
     pipeline's own training records. ``classify_dir``: the classify@<config>-<dataset> stages' JSONs (results/classify), shown as
     the classification section (configurations in ``classify_order``, dataset columns in ``classify_datasets``).
     ``captions``: the caption stage's captions.parquet; the settings say where the caption level of the texts came
-    from, and when samples had none and fell back to the sentence level."""
+    from, and when samples had none and fell back to the sentence level. ``targets_dir``: the extra_target@<name>
+    stages' summaries (results/targets), shown as the "Other targets" section (targets in ``target_names``, the names
+    of params extra_targets; summaries of other targets are left out with a warning)."""
     from ..sampling import SampleSet
     from ..metrics.scoring import fd_key
     from ..captions.run import caption_note
@@ -424,6 +429,8 @@ def build_report(
     }
     classify = load_classify_results(classify_dir, classify_order, classify_datasets)
     text["classify_md"], text["classify_html"] = classify_markdown(classify), classify_html(classify)
+    targets = load_target_results(targets_dir, target_names)
+    text["targets_md"], text["targets_html"] = targets_markdown(targets), targets_html(targets)
     with atomic_dir(out_dir) as tmp:
         plots = tmp / "plots"
         plots.mkdir()
@@ -486,6 +493,8 @@ def _markdown(rows, columns, defs, figs, rp: ReportParams, text: dict) -> str:
         out.append("")
     if text.get("classify_md"):
         out += [text["classify_md"]]
+    if text.get("targets_md"):
+        out += [text["targets_md"]]
     if figs["fd"]:
         out += ["## FD against trainable parameters", ""] + [f"![{t}](plots/{p.name})" for t, p in figs["fd"]] + [""]
     if figs["grids"]:
@@ -536,6 +545,8 @@ def _html(rows, columns, defs, figs, rp: ReportParams, text: dict) -> str:
                      + "".join(f"<li>{e(m)}</li>" for m in text["memory"]) + "</ul>")
     if text.get("classify_html"):
         parts.append(text["classify_html"])
+    if text.get("targets_html"):
+        parts.append(text["targets_html"])
     if figs["fd"]:
         parts.append("<h2>FD against trainable parameters</h2>")
         parts += [_img_tag(p, t) for t, p in figs["fd"]]

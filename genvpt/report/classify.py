@@ -16,8 +16,7 @@ import os
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from ..io import read_json
-from .tables import beyond_spread
+from .tables import beyond_spread, read_summaries
 
 log = logging.getLogger(__name__)
 
@@ -47,16 +46,8 @@ def load_classify_results(classify_dir: str | os.PathLike | None, order: Optiona
     (left by a configuration since removed from params) are left out with a warning."""
     if classify_dir is None or not Path(classify_dir).is_dir():
         return []
-    out = []
-    for p in sorted([*Path(classify_dir).glob("*.json"), *Path(classify_dir).glob("*/*.json")]):
-        try:
-            d = read_json(p)
-        except ValueError as err:
-            log.warning("%s not readable: %s", p, err)
-            continue
-        if isinstance(d, dict) and isinstance(d.get("top1"), dict):
-            d.setdefault("name", p.stem)
-            out.append(d)
+    out = read_summaries(sorted([*Path(classify_dir).glob("*.json"), *Path(classify_dir).glob("*/*.json")]), "top1",
+                         "name", log)
     pos = {n: i for i, n in enumerate(order or [])}
     dpos = {n: i for i, n in enumerate(dataset_order or [])}
 

@@ -184,3 +184,23 @@ def html_table(rows: Sequence[dict], columns: Optional[Sequence[str]] = None, *,
         body.append(f"<tr{cls}>" + "".join(tds) + "</tr>")
     return (f'<table class="metrics"><thead><tr><th>{html.escape(name_key)}</th>{n_head}{head}</tr></thead>'
             f"<tbody>{''.join(body)}</tbody></table>")
+
+
+def read_summaries(paths: Sequence[Any], has: str, name_key: str, log: Any) -> list[dict]:
+    """The JSON summaries among ``paths`` that are mappings with a mapping under ``has`` (others are skipped; an
+    unreadable file with a warning on ``log``), each with ``name_key`` defaulting to its file's stem."""
+    from pathlib import Path
+
+    from ..io import read_json
+
+    out = []
+    for p in paths:
+        try:
+            d = read_json(p)
+        except ValueError as err:
+            log.warning("%s not readable: %s", p, err)
+            continue
+        if isinstance(d, dict) and isinstance(d.get(has), dict):
+            d.setdefault(name_key, Path(p).stem)
+            out.append(d)
+    return out

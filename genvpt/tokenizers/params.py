@@ -6,7 +6,8 @@ VAR at 256 px) and nothing is trained.
 """
 from __future__ import annotations
 
-from typing import Literal, Optional
+import re
+from typing import Any, Literal, Optional
 
 from pydantic import Field, field_validator
 
@@ -20,6 +21,7 @@ __all__ = [
     "MSVQParams",
     "TokenizeParams",
     "TokenizerParams",
+    "BROAD_DATA",
 ]
 
 
@@ -53,7 +55,7 @@ class PerceptualParams(StrictModel):
 class TokenizerTrainParams(StrictModel):
     """Training of an embedded tokenizer on the source domain's train split."""
 
-    steps: int = Field(default=800, ge=1)
+    steps: int = Field(default=1600, ge=1)
     batch_size: int = Field(default=64, ge=1)
     lr: float = Field(default=4e-3, gt=0.0)
     warmup_steps: int = Field(default=20, ge=0)
@@ -145,11 +147,44 @@ class TokenizeParams(StrictModel):
     recon_metrics: bool = True  # also decode the tokens to report reconstruction PSNR per split
 
 
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+
+# The broad data the embedded tokenizers train on besides the source's train split: every shapes domain the targets
+# use (with seeds of their own, so no target image is among them) and digits. Overrides of the ``source`` block.
+BROAD_DATA: dict[str, Optional[dict[str, Any]]] = {
+    "textured": {"seed": 2, "shapes": {"domain": "textured", "images_per_class": 900}},
+    "outlined": {"seed": 3, "shapes": {"domain": "outlined", "images_per_class": 300}},
+    # carved as the target block {name: digits} is (seed 0, 20% val, 20% test), so a digits target's test is unseen
+    "digits": {"name": "digits", "seed": 0, "val_fraction": 0.2, "test_fraction": 0.2},
+}
+
+
 class TokenizerParams(StrictModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto = cuda when available
     num_threads: Optional[int] = Field(default=1, ge=1)  # torch CPU threads (null = torch's default)
     seed: int = 0
     eval_batch_size: int = Field(default=256, ge=1)
+    # name -> overrides of the source block (deep-merged): datasets whose train splits the embedded tokenizers train on
+    # beside the source's (stage prepare_tokenizer -> data/prepared/tokenizer/<name>/); {} = the source alone
+    data: dict[str, Optional[dict[str, Any]]] = Field(default_factory=lambda: dict(BROAD_DATA))
+
+    @field_validator("data")
+    @classmethod
+    def _data_names(cls, v: dict[str, Optional[dict[str, Any]]]) -> dict[str, Optional[dict[str, Any]]]:
+        for name, over in v.items():
+            if not _NAME.match(str(name)):
+                raise ValueError(f"{name!r}: the name must match {_NAME.pattern} (it becomes a folder name)")
+            if over is not None and not isinstance(over, dict):
+                raise ValueError(f"{name}: must be a mapping of overrides of the source block (got {over!r})")
+        return v
+
+    def data_block(self, name: str, source: Any) -> Any:
+        """The DatasetParams of entry ``name`` of ``data``: its overrides deep-merged over the ``source`` block."""
+        from ..datasets.params import merged_dataset_block
+
+        if name not in self.data:
+            raise KeyError(f"no tokenizer dataset {name!r}; params tokenizer.data has: {', '.join(self.data) or '(none)'}")
+        return merged_dataset_block(source, self.data[name], f"data.{name}", f"tokenizer.data.{name}")
     vqgan: VQGANParams = VQGANParams()
     msvq: MSVQParams = MSVQParams()
     tokenize: TokenizeParams = TokenizeParams()
