@@ -406,11 +406,17 @@ def _leaves(d: dict, prefix: tuple) -> list[tuple]:
     return out
 
 
+# mappings of names (a new name is a new entry, not an unknown key): each entry is checked, not the map itself
+NAME_MAPS = {("classify", "datasets"), ("tokenizer", "data"), ("extra_targets",)}
+
+
 def _mappings(d: dict, prefix: tuple) -> list[tuple]:
-    out = [prefix]
+    names = prefix in NAME_MAPS
+    out = [] if names else [prefix]
     for k, v in d.items():
-        if prefix == ("classify",) and k == "datasets":  # names -> overrides of the dataset block: check each entry
-            out += [m for n, e in v.items() if isinstance(e, dict) and e for m in _mappings(e, prefix + (k, n))]
+        if names:
+            if isinstance(v, dict) and v:
+                out += _mappings(v, prefix + (k,))
         elif isinstance(v, dict) and v and not (prefix in {("adaptation",), ("classify",)} and k == "configs"):  # names
             out += _mappings(v, prefix + (k,))
     return out
