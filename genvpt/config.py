@@ -204,6 +204,13 @@ def validate_params(data: Mapping[str, Any] | None, source: str = "<params>") ->
 def load_params(path: str | os.PathLike | None = None) -> Params:
     """Read and validate params.yaml (``$GENVPT_PARAMS`` or ./params.yaml by default)."""
     path = Path(path or os.environ.get("GENVPT_PARAMS", DEFAULT_PARAMS))
+    return validate_params(read_params_mapping(path), str(path))
+
+
+def read_params_mapping(path: str | os.PathLike) -> Optional[dict]:
+    """A params file as written (not validated): its top-level mapping, or None for an empty file. A missing file,
+    invalid YAML or another top level is a ConfigError naming the file."""
+    path = Path(path)
     if not path.is_file():
         raise ConfigError(f"params file not found: {path.resolve()}")
     try:
@@ -212,4 +219,4 @@ def load_params(path: str | os.PathLike | None = None) -> Params:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
     if data is not None and not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping of sections, got {type(data).__name__}")
-    return validate_params(data, str(path))
+    return data

@@ -24,11 +24,11 @@ from pathlib import Path
 
 import yaml
 
-from genvpt.config import DEFAULT_PARAMS, load_params, validate_params
+from genvpt.config import DEFAULT_PARAMS, read_params_mapping, validate_params
 from genvpt.faults import run_stage
 from genvpt.io import atomic_dir, read_json, write_json, write_text
 from genvpt.logs import setup_logging
-from genvpt.targets.run import derived_params, inputs_stamp, read_params_mapping, target_rows, target_summary
+from genvpt.targets.run import derived_params, inputs_stamp, target_rows, target_summary
 
 log = logging.getLogger("stages.extra_target")
 
@@ -55,7 +55,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     setup_logging()
     params_path = Path(args.params or os.environ.get("GENVPT_PARAMS", DEFAULT_PARAMS))
-    params = load_params(params_path)
+    raw = read_params_mapping(params_path) or {}
+    params = validate_params(raw, str(params_path))
     name = args.name
     if name not in params.extra_targets:
         ap.error(f"no extra target {name!r} in {params_path}; params extra_targets has: "
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> dict:
     out = Path(args.out)
     work = out.parent / f"{out.name}.partial"
 
-    derived = derived_params(read_params_mapping(params_path), params, name)
+    derived = derived_params(raw, params, name)
     text = ("# derived by stages/extra_target.py from " + str(params_path) + f" for extra target {name}: `dataset` "
             "merged with its overrides, adaptation.configs reduced to its configurations\n"
             + yaml.safe_dump(derived, sort_keys=False))

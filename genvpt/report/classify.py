@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import html
 import logging
-import math
 import os
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from .tables import beyond_spread, read_summaries
+from .tables import beyond_spread, read_summaries, is_number as _num
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +30,6 @@ CLASSIFY_RULE = ("Top-1 accuracy (%) of the classifier after training, mean ± s
 _INV_COLUMNS = (("top1_tokens", "token prompts"), ("top1_rgb_float", "RGB (float)"), ("top1_rgb_clamp", "RGB [0,1]"),
                 ("top1_rgb_uint8", "RGB uint8"), ("agree_uint8", "agreement (uint8)"),
                 ("top1_tokens_dropped", "tokens, covered patches dropped"))
-
-
-def _num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
 
 
 def load_classify_results(classify_dir: str | os.PathLike | None, order: Optional[Sequence[str]] = None,

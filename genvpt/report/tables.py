@@ -204,3 +204,10 @@ def read_summaries(paths: Sequence[Any], has: str, name_key: str, log: Any) -> l
             d.setdefault(name_key, Path(p).stem)
             out.append(d)
     return out
+
+
+def is_number(v: Any) -> bool:
+    """A finite int or float (not a bool): a value a table cell shows as a number."""
+    import math
+
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import html
 import logging
-import math
 import os
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
-from .tables import html_table, markdown_table, read_summaries
+from .tables import html_table, markdown_table, read_summaries, is_number as _num
 
 log = logging.getLogger(__name__)
 
@@ -27,10 +26,6 @@ TARGETS_INTRO = (
     "tokenize, adapt, sample, score) on another dataset with the same frozen backbones, tokenizers and CLIP. Rows: "
     "the frozen backbones the target's configurations adapt, then the configurations; every number is mean ± std "
     "(n=N) over the row's seeds (sampling seeds for frozen rows, training seeds for adapted rows).")
-
-
-def _num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
 
 
 def load_target_results(targets_dir: str | os.PathLike | None,

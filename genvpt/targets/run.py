@@ -15,9 +15,9 @@ import os
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-import yaml
+from ..io import sha256_file
 
-__all__ = ["derived_params", "target_rows", "inputs_stamp", "target_summary", "read_params_mapping", "CLASS_JUDGE_NOTE",
+__all__ = ["derived_params", "target_rows", "inputs_stamp", "target_summary", "CLASS_JUDGE_NOTE",
            "SUMMARY_KEYS"]
 
 # what the summary's class accuracy is (genvpt/metrics/core.py `class_accuracy`, genvpt/metrics/probe.py)
@@ -63,19 +63,11 @@ def target_rows(params: Any, name: str) -> dict[str, Any]:
     return {"configs": configs, "frozen": frozen, "tokenizer_of": tok_of, "families": families}
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def inputs_stamp(params_text: str, files: Sequence[str | os.PathLike]) -> dict[str, Any]:
     """What a resumable work folder was computed from: the derived params text and every input file's sha256
     (a missing file is recorded as such); a work folder with another stamp is started afresh."""
     return {"params_sha256": hashlib.sha256(params_text.encode("utf-8")).hexdigest(),
-            "files": {str(f): (_sha256(Path(f)) if Path(f).is_file() else None) for f in files}}
+            "files": {str(f): (sha256_file(f) if Path(f).is_file() else None) for f in files}}
 
 
 def _num(v: Any) -> Any:
@@ -151,8 +143,3 @@ def target_summary(name: str, *, params: Any, rows: dict[str, Any], work: str | 
         "rows": out_rows,
     }
 
-
-def read_params_mapping(path: str | os.PathLike) -> dict[str, Any]:
-    """A params file as written (a mapping; load_params has validated it)."""
-    data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    return data if isinstance(data, dict) else {}
