@@ -299,11 +299,11 @@ def save_results(name: str, results: dict, *, settings: Optional[Mapping[str, An
 
 
 def parse_value(text: str) -> Any:
-    """A command-line value: a float when it parses as one, else the text."""
+    """A command-line value: a float when it parses as one, true / false / null as YAML spells them, else the text."""
     try:
         return float(text)
     except ValueError:
-        return text
+        return {"true": True, "false": False, "null": None}.get(text.strip().lower(), text)
 
 
 def add_search_arguments(ap: Any, name: str, values: list) -> None:
@@ -318,14 +318,19 @@ def add_search_arguments(ap: Any, name: str, values: list) -> None:
 
 def search_config(raw: Mapping[str, Any], key: str, value: Any, sets: list[str]) -> dict:
     """A copy of configuration ``raw`` (params.yaml's mapping) with every ``KEY=VALUE`` of ``sets`` and then
-    ``key`` = ``value`` applied (``train.<field>`` goes under ``train``)."""
+    ``key`` = ``value`` applied (``train.<field>`` goes under ``train``, ``train.augment.<field>`` under its
+    ``augment``)."""
     import copy
 
     out = copy.deepcopy(dict(raw))
 
     def put(k: str, v: Any) -> None:
         if k.startswith("train."):
-            out.setdefault("train", {})[k.split(".", 1)[1]] = v
+            *parents, leaf = k.split(".")[1:]
+            node = out.setdefault("train", {})
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = v
         else:
             out[k] = v
 

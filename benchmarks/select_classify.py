@@ -2,9 +2,9 @@
 
 For each configuration of ``classify.configs`` named with ``--config`` (default: pgn and iip) and each dataset of
 ``classify.datasets`` named with ``--dataset`` (default: all), train it once per candidate value of ``--key``
-(default ``train.lr``; candidates ``--values``) with the first seed of ``classify.seeds`` on the dataset's train split,
-and record top-1 on its val split. Per configuration the value with the best mean val top-1 over the datasets is
-reported as ``chosen`` (one value per configuration: the table's rows use one setting on every column); params.yaml is
+(default ``train.lr``; candidates ``--values``) with the first seed of ``classify.seeds`` (or every seed of ``--seeds``,
+for settings that fail on some seeds only) on the dataset's train split, and record top-1 on its val split. Per
+configuration the value with the best mean val top-1 over the datasets (and seeds) is reported as ``chosen`` (one value per configuration: the table's rows use one setting on every column); params.yaml is
 not edited (copy the choice by hand, with this file as the evidence).
 
 Needs ``data/clip-vit/model.pt`` (stage pretrain_clip_vit) and ``data/prepared/classify/<dataset>`` (stages
@@ -27,7 +27,8 @@ DEFAULT_VALUES = [0.01, 0.03, 0.1, 0.3]
 declared_overrides = {  # settings params.yaml does not give (benchmarks/_common.py; tests/test_benchmarks_params.py)
     "benchmark.search": "what is compared: --key with each of --values (and every --set), over params.yaml's value; "
                         "params.yaml is not edited",
-    "benchmark.split": "the selection is made on the val split (the report scores test), first seed only",
+    "benchmark.split": "the selection is made on the val split (the report scores test)",
+    "benchmark.seeds": "the training seeds each candidate runs with: the first of classify.seeds unless --seeds",
 }
 
 
@@ -47,6 +48,7 @@ def settings(params, args=None) -> dict:
                               "values": list(getattr(args, "values", None) or DEFAULT_VALUES),
                               "set": list(getattr(args, "set", None) or [])}
     st["benchmark.split"] = "val"
+    st["benchmark.seeds"] = list(getattr(args, "seeds", None) or params.classify.seeds[:1])
     return st
 
 
@@ -54,6 +56,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", action="append", default=None, help="a name in classify.configs (repeatable)")
     ap.add_argument("--dataset", action="append", default=None, help="a name in classify.datasets (repeatable)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=None,
+                    help="training seeds per candidate (default: the first of classify.seeds)")
     add_search_arguments(ap, "select_classify", DEFAULT_VALUES)
     args = ap.parse_args()
     import torch
@@ -72,7 +76,7 @@ def main() -> None:
         torch.set_num_threads(cp.num_threads)
     names = args.config or [n for n in DEFAULT_CONFIGS if n in cp.configs]
     datasets = args.dataset or list(cp.datasets)
-    seed = cp.seeds[0]
+    seeds = list(args.seeds or cp.seeds[:1])
     block = classify_clip_block(params, str(ROOT / "data" / "clip-vit" / "model.pt"))
     data = {}
     for d in datasets:
@@ -85,18 +89,27 @@ def main() -> None:
             raw = search_config(cp.configs[name], args.key, v, args.set)
             cfg = ClassifyParams(train=cp.train, configs={name: raw}).config(name)
             row = {"value": v, "val_top1": {}, "seconds": {}}
+            if len(seeds) > 1:
+                row["val_top1_per_seed"], row["val_top1_min"] = {}, {}
             for d, (train, val) in data.items():
                 t0 = time.perf_counter()
-                with tempfile.TemporaryDirectory() as out:
-                    rec = train_classifier(cfg, clip=load_clip(block, device="cpu"), train_data=train, out_dir=out,
-                                           seed=seed, eval_data={"val": val}, template=cp.template, progress=False)
-                row["val_top1"][d] = rec["eval"]["val"]["top1"]
+                per_seed = {}
+                for seed in seeds:
+                    with tempfile.TemporaryDirectory() as out:
+                        rec = train_classifier(cfg, clip=load_clip(block, device="cpu"), train_data=train,
+                                               out_dir=out, seed=seed, eval_data={"val": val}, template=cp.template,
+                                               progress=False)
+                    per_seed[f"seed-{seed}"] = rec["eval"]["val"]["top1"]
+                    print(name, args.key, v, d, seed, per_seed[f"seed-{seed}"], flush=True)
+                row["val_top1"][d] = statistics.fmean(per_seed.values())
+                if len(seeds) > 1:
+                    row["val_top1_per_seed"][d] = per_seed
+                    row["val_top1_min"][d] = min(per_seed.values())
                 row["seconds"][d] = round(time.perf_counter() - t0, 1)
-                print(name, args.key, v, d, row["val_top1"][d], flush=True)
             row["val_top1_mean"] = statistics.fmean(row["val_top1"].values())
             rows.append(row)
         best = max(rows, key=lambda r: r["val_top1_mean"])
-        results[name] = {"key": args.key, "seed": seed, "rows": rows, "chosen": best["value"],
+        results[name] = {"key": args.key, "seeds": seeds, "rows": rows, "chosen": best["value"],
                          "chosen_per_dataset": {d: max(rows, key=lambda r, d=d: r["val_top1"][d])["value"]
                                                 for d in datasets}}
     save_results(args.name, {"split": "val", "datasets": datasets, "results": results},

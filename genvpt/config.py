@@ -24,7 +24,8 @@ from .datasets.params import (
     ShapesParams,
     with_source_defaults,
 )
-from .metrics.params import MetricsParams, ReportParams, SampleParams
+from .metrics.params import MetricsParams, ReportParams
+from .sampling_params import SampleParams
 from .clip.params import ClipParams
 from .captions.params import CaptionParams
 from .adaptation.params import AdaptationParams
@@ -75,7 +76,7 @@ class Params(StrictModel):
     prefect: PrefectParams = PrefectParams()
     # the DVC remote the flow pulls stage outputs from and pushes them to (genvpt/remote_params.py)
     remote: RemoteParams = RemoteParams()
-    # evaluation: sample sets, their metrics, the report (genvpt/metrics/params.py)
+    # evaluation: sample sets (genvpt/sampling_params.py), their metrics and the report (genvpt/metrics/params.py)
     sample: SampleParams = SampleParams()
     metrics: MetricsParams = MetricsParams()
     report: ReportParams = ReportParams()
@@ -115,6 +116,20 @@ class Params(StrictModel):
                     block(name, base)
                 except KeyedErrors as err:
                     errors += [(f"{section}.{k}", m) for k, m in err.items]
+        if errors:
+            raise KeyedErrors(errors)
+        return self
+
+    @model_validator(mode="after")
+    def _class_judge(self) -> "Params":
+        """metrics.class_judge names a configuration and a dataset of the classification table."""
+        judge = self.metrics.class_judge
+        if judge is None:
+            return self
+        errors = [(f"metrics.class_judge.{key}", f"{name!r} is not in classify.{key}s; allowed: {sorted(allowed)}")
+                  for key, name, allowed in (("config", judge.config, self.classify.configs),
+                                             ("dataset", judge.dataset, self.classify.datasets))
+                  if name not in allowed]
         if errors:
             raise KeyedErrors(errors)
         return self

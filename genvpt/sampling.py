@@ -28,7 +28,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from .io import atomic_dir, read_json, write_json
-from .metrics.params import SampleConfig, SampleParams
+from .sampling_params import SampleConfig, SampleParams
 from .training import count_parameters, resolve_device
 
 log = logging.getLogger(__name__)

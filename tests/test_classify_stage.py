@@ -264,3 +264,34 @@ def test_report_section_table_and_best_rule(ws):
     rows[1]["d_n"] = 1  # a single seed: no spread, nothing marked
     rows[1]["d"] = 10.0
     assert classify_best(rows, ["d"]) == {}
+
+
+def test_class_judge_takes_the_best_val_seed_and_predicts_as_evaluate_scores(ws):
+    """metrics.class_judge (issue 14 §6): the classifier folder's seed with the highest val top-1 judges (ties: the
+    lowest seed), rebuilt on its CLIP; its predictions give the record's test top-1; a wrong CLIP file is refused."""
+    from genvpt.classify.data import load_prepared_split
+    from genvpt.metrics.judge import choose_judge_seed, load_class_judge
+    from genvpt.clip.params import ClipParams
+
+    folder = ws["root"] / "out" / "pgn"
+    val = {s: json.loads((folder / f"seed-{s}" / "record.json").read_text())["eval"]["val"]["top1"] for s in (0, 1)}
+    best = max(sorted(val), key=lambda s: (val[s], -s))
+    assert choose_judge_seed(folder)[0] == best
+    assert choose_judge_seed(folder, 1)[0] == 1
+    with pytest.raises(ValueError, match="not in"):
+        choose_judge_seed(folder, 7)
+    block = ClipParams(model="genvpt-tiny-vit", pretrained=str(ws["clip"]))
+    judge = load_class_judge(folder, block, seed=1)
+    test = load_prepared_split(ws["prep"], "test")
+    assert judge.class_names == test.class_names
+    pred = judge(test.images)
+    assert pred.shape == (len(test),) and pred.dtype == torch.long
+    record = json.loads((folder / "seed-1" / "record.json").read_text())
+    assert float((pred == test.labels).double().mean()) == pytest.approx(record["eval"]["test"]["top1"], abs=1e-6)
+    assert judge.record["seed"] == 1 and judge.record["method"] == "pgn"
+    with pytest.raises(FileNotFoundError, match="no seed"):
+        choose_judge_seed(ws["root"] / "nowhere")
+    other = ws["root"] / "other-clip.pt"
+    other.write_bytes(ws["clip"].read_bytes() + b"x")
+    with pytest.raises(ValueError, match="sha256"):
+        load_class_judge(folder, block.model_copy(update={"pretrained": str(other)}))

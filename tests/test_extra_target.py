@@ -92,8 +92,11 @@ def test_extra_target_runs_the_per_target_stages_and_summarises(workspace, ran):
     assert derived["dataset"] == want.model_dump(mode="json") == summary["dataset"]
     assert list(derived["adaptation"]["configs"]) == ["vpt-ar"]
     assert derived["adaptation"]["configs"]["vpt-ar"] == params["adaptation"]["configs"]["vpt-ar"]
-    assert {k: v for k, v in derived.items() if k not in ("dataset", "adaptation", "extra_targets")} == \
-        {k: v for k, v in params.items() if k not in ("dataset", "adaptation", "extra_targets")}
+    # the pipeline target's classifier does not judge this target's classes
+    assert derived["metrics"] == {**params["metrics"], "class_judge": None}
+    assert params["metrics"]["class_judge"] is not None
+    assert {k: v for k, v in derived.items() if k not in ("dataset", "adaptation", "extra_targets", "metrics")} == \
+        {k: v for k, v in params.items() if k not in ("dataset", "adaptation", "extra_targets", "metrics")}
     classes = json.loads((out / "prepared/classes.json").read_text())
     assert classes == summary["classes"] and len(classes) == 3 and "zero" in classes
     # the inner stages' outputs, in the target's folder

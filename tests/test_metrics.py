@@ -380,3 +380,39 @@ def test_metrics_params():
         validate_params({"metrics": {"real_split": "holdout"}})
     with pytest.raises(ConfigError, match="metrics.fd"):
         validate_params({"metrics": {"fd": True}})
+
+
+def test_a_second_class_judge_beside_the_probe(clip):
+    """compute_metrics(class_judge=...): the judge's accuracy on the samples, its agreement with the probe there,
+    and on the reals (computed once per feature cache) its accuracy and agreement."""
+
+    imgs, labels = class_images(10, seed=4)
+    reals, real_labels = class_images(6, seed=6)
+    train, train_labels = class_images(8, seed=5)
+    calls = []
+
+    def judge(x):  # a judge that is right on the first half of every batch and says class 0 elsewhere
+        calls.append(x.shape[0])
+        lab = labels if x.shape[0] == len(labels) else real_labels
+        out = lab.clone()
+        out[len(out) // 2:] = 0
+        return out
+
+    kw = dict(fid=False, isc=False, kid=False, prc=False, clip_score=False, diversity=False, labels=labels,
+              real_labels=real_labels, class_names=["r", "g", "b", "k"], train_images=train,
+              train_labels=train_labels, clip_model=clip)
+    cache: dict = {}
+    m = compute_metrics(imgs, reals, class_judge=judge, feature_cache=cache, **kw)
+    probe = LinearProbe().fit(encode_images(clip, train), train_labels)
+    p_s, p_r = probe.predict(encode_images(clip, imgs)), probe.predict(encode_images(clip, reals))
+    j_s, j_r = judge(imgs), judge(reals)
+    assert m["class_acc"] == pytest.approx(float((p_s == labels).double().mean()))
+    assert m["class_acc_judge"] == pytest.approx(float((j_s == labels).double().mean()))
+    assert m["judge_probe_agreement"] == pytest.approx(float((j_s == p_s).double().mean()))
+    assert m["judge_real_acc"] == pytest.approx(float((j_r == real_labels).double().mean()))
+    assert m["judge_probe_real_agreement"] == pytest.approx(float((j_r == p_r).double().mean()))
+    assert set(m) <= set(METRIC_INFO)
+    calls.clear()
+    m2 = compute_metrics(imgs, reals, class_judge=judge, feature_cache=cache, **kw)
+    assert calls == [len(imgs)] and m2 == m  # the reals' verdicts come from the cache
+    assert "class_acc_judge" not in compute_metrics(imgs, reals, **kw)

@@ -347,3 +347,52 @@ def test_memory_lines_read_the_committed_benchmark_file():
     lines = memory_lines([], path)
     assert len(lines) >= 1 and all("MVP" in x and "ratio" in x for x in lines)
     assert any("VAR-d16" in x for x in lines)
+
+
+def test_a_class_judge_scores_every_set_and_the_report_states_how_the_judges_agree(scored, tmp_path):
+    """score_sample_sets(class_judge=...): class_acc_judge per set, the judge named in definitions.json with its
+    accuracy and agreement on the reals, the report's sentence; a judge of other classes is an error."""
+    import torch
+
+    from genvpt.report import build_report
+
+    root, target, mp, _ = scored
+
+    class Judge:  # says "circle" for everything: right on a third of the images
+        class_names = list(CLASSES)
+        record = {"folder": "data/classify/target/pgn", "method": "pgn", "seed": 2}
+
+        def __call__(self, images):
+            return torch.zeros(images.shape[0], dtype=torch.long)
+
+    out = tmp_path / "scores"
+    from genvpt.metrics.scoring import score_sample_sets
+
+    rows = ["ar", "mvp"]
+    set_rows = score_sample_sets(rows, mp, root / "samples", target, out, clip_model=tiny_clip(), class_judge=Judge())
+    for r in set_rows:
+        assert r["class_acc_judge"] == pytest.approx(1 / 3) and 0.0 <= r["judge_probe_agreement"] <= 1.0
+        assert r["judge_real_acc"] == pytest.approx(5 / 15)  # 5 of the 15 real test images are circles
+    defs = json.loads((out / "definitions.json").read_text())
+    assert defs["class_judge"]["method"] == "pgn" and defs["class_judge"]["seed"] == 2
+    assert defs["class_judge"]["real_acc"] == pytest.approx(1 / 3)
+    assert defs["class_judge"]["agreement_with_probe_real"] == set_rows[0]["judge_probe_real_agreement"]
+    assert defs["class_judge"]["rank_correlation_rows"] is None  # two rows: too few to rank
+    build_report(out, root / "samples", tmp_path / "report", target_dir=target, comparisons=[])
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "Second judge, pgn (data/classify/target/pgn, seed 2): 0.333 on the same images" in md
+    assert "Spearman" not in md  # two rows: no rank correlation
+    assert "class acc (judge)" in md
+    Judge.class_names = ["a", "b", "c"]
+    with pytest.raises(ValueError, match="metrics.class_judge"):
+        score_sample_sets(rows, mp, root / "samples", target, tmp_path / "s2", clip_model=tiny_clip(),
+                          class_judge=Judge())
+
+
+def test_rank_correlation_of_two_judges_over_rows():
+    from genvpt.metrics.scoring import _rank_correlation
+
+    rows = [{"a": 0.1, "b": 0.5}, {"a": 0.2, "b": 0.7}, {"a": 0.3, "b": 0.2}, {"a": 0.4}]  # the last lacks b
+    assert _rank_correlation(rows, "a", "b") == pytest.approx(-0.5)
+    assert _rank_correlation(rows[:3] + [{"a": 0.9, "b": 0.9}], "a", "b") == pytest.approx(0.4)
+    assert _rank_correlation(rows[:2], "a", "b") is None

@@ -183,3 +183,19 @@ def test_a_method_option_can_be_searched():
         raw = search_config(ap.configs["vpt-ar"], "init", v, ["train.lr=0.003"])
         cfg = AdaptationParams(train=ap.train, configs={"vpt-ar": raw}).config("vpt-ar")
         assert cfg.options.init == v and cfg.train.lr == 0.003
+
+
+def test_a_nested_training_field_and_a_boolean_can_be_searched():
+    """`--key train.augment.enabled --values false` (benchmarks/select_classify.py): the value parses as a bool and
+    lands in the configuration's augment overrides, the other augment fields kept from classify.train."""
+    from benchmarks._common import parse_value, search_config
+    from genvpt.classify.params import ClassifyParams
+    from genvpt.config import load_params
+
+    assert parse_value("false") is False and parse_value("True") is True and parse_value("null") is None
+    assert parse_value("0.03") == 0.03 and parse_value("condition") == "condition"
+    cp = load_params(ROOT / "params.yaml").classify
+    raw = search_config(cp.configs["iip"], "train.augment.enabled", parse_value("false"), ["train.grad_clip=1.0"])
+    cfg = ClassifyParams(train=cp.train, configs={"iip": raw}).config("iip")
+    assert cfg.train.augment.enabled is False and cfg.train.grad_clip == 1.0
+    assert cfg.train.augment.flip == cp.train.augment.flip and cfg.train.lr == cp.configs["iip"]["train"]["lr"]

@@ -14,7 +14,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 
@@ -184,10 +184,31 @@ def _class_accuracy(ctx: EvalContext) -> dict:
         log.warning("class accuracy skipped: no labelled real training images for the probe")
         return {}
     probe = LinearProbe(ctx.opt("probe_c"), ctx.opt("probe_max_iter")).fit(ctx.features("train"), ctx.train_labels)
-    out = {"class_acc": probe.accuracy(ctx.features("samples"), ctx.labels)}
-    if ctx.real_labels is not None:
-        out["probe_real_acc"] = probe.accuracy(ctx.features("reals"), ctx.real_labels)
+    probe_samples = probe.predict(ctx.features("samples"))
+    out = {"class_acc": _share(probe_samples == ctx.labels)}
+    probe_reals = probe.predict(ctx.features("reals")) if ctx.real_labels is not None else None
+    if probe_reals is not None:
+        out["probe_real_acc"] = _share(probe_reals == ctx.real_labels)
+    judge = ctx.options.get("class_judge")
+    if judge is not None:  # a second judge (an adapted classifier, e.g. PGN): its accuracy and agreement with the probe
+        judge_samples = judge(ctx.samples).cpu().long()
+        out["class_acc_judge"] = _share(judge_samples == ctx.labels)
+        out["judge_probe_agreement"] = _share(judge_samples == probe_samples)
+        if probe_reals is not None:
+            key = ("judge", id(judge))
+            if ctx.cache is not None and key in ctx.cache:
+                judge_reals = ctx.cache[key]
+            else:
+                judge_reals = judge(ctx.reals).cpu().long()
+                if ctx.cache is not None:
+                    ctx.cache[key] = judge_reals
+            out["judge_real_acc"] = _share(judge_reals == ctx.real_labels)
+            out["judge_probe_real_agreement"] = _share(judge_reals == probe_reals)
     return out
+
+
+def _share(hits: torch.Tensor) -> float:
+    return float(hits.double().mean()) if hits.numel() else float("nan")
 
 
 def compute_metrics(
@@ -228,6 +249,7 @@ def compute_metrics(
     seed: int = 0,
     verbose: bool = False,
     feature_cache: Optional[dict] = None,
+    class_judge: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
 ) -> dict[str, float]:
     """Score ``samples`` against ``reals``; returns ``{metric key: value}`` (keys described in ``METRIC_INFO``).
 
@@ -240,6 +262,10 @@ def compute_metrics(
     samples (their labels are the conditioning classes); ``probe_real_acc`` on the reals when real_labels are given.
     feature_cache: a dict kept by the caller across calls with the *same* reals and train images; their CLIP
     features are stored there and reused (scoring several sample sets against one target).
+    class_judge: a second class judge (uint8 images -> class indices; e.g. a PGN-adapted CLIP,
+    :func:`genvpt.metrics.judge.load_class_judge`): with class_accuracy also ``class_acc_judge``, its agreement with
+    the probe on the samples (``judge_probe_agreement``), and on the reals ``judge_real_acc`` and
+    ``judge_probe_real_agreement``.
     """
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -263,7 +289,7 @@ def compute_metrics(
             diversity_centers_per_class=diversity_centers_per_class,
             diversity_max_per_cluster=diversity_max_per_cluster, lpips_weights=lpips_weights,
             lpips_vgg_weights=lpips_vgg_weights, lpips_resize=lpips_resize, probe_c=probe_c,
-            probe_max_iter=probe_max_iter, seed=seed, verbose=verbose,
+            probe_max_iter=probe_max_iter, seed=seed, verbose=verbose, class_judge=class_judge,
         ),
     )
     if ctx.labels is not None and len(ctx.labels) != ctx.samples.shape[0]:

@@ -108,6 +108,15 @@ register_metric_info(
        "probe on CLIP image embeddings trained on the real target train split.", ".3f", "classes"),
     _I("probe_real_acc", "probe acc (real)", None, "The same probe's accuracy on the real images the samples are "
        "compared with (the ceiling for class acc).", ".3f", "classes"),
+    _I("class_acc_judge", "class acc (judge)", True, "Accuracy of the samples' conditioning class under the adapted "
+       "classifier metrics.class_judge names (e.g. the PGN-adapted CLIP ViT of the target; definitions.json: which "
+       "folder and seed).", ".3f", "classes"),
+    _I("judge_probe_agreement", "judge = probe", None, "Share of samples to which the adapted-classifier judge and "
+       "the linear probe give the same class.", ".3f", "classes"),
+    _I("judge_real_acc", "judge acc (real)", None, "The adapted-classifier judge's accuracy on the real images the "
+       "samples are compared with.", ".3f", "classes"),
+    _I("judge_probe_real_agreement", "judge = probe (real)", None, "Share of those real images to which the judge "
+       "and the linear probe give the same class.", ".3f", "classes"),
     # cost
     _I("trainable_params", "trainable params", None, "Parameters trained for this configuration (0 for a frozen "
        "backbone).", ",d", "cost"),

@@ -325,6 +325,7 @@ def score_sample_sets(
     default_text_template: str = "a photo of {class_name}",
     allow_missing: bool = False,
     dataset_params: Any = None,
+    class_judge: Any = None,
 ) -> list[dict]:
     """Score every sample set ``<samples_root>/<row>/seed-<s>/`` of ``rows`` (the report's row order, e.g.
     :func:`report_rows`) against the real images of split ``metrics.real_split`` of the prepared target; write the
@@ -332,7 +333,10 @@ def score_sample_sets(
     ``default_text_template`` is used when ``metrics.text_template`` is null (the stage passes the caption section's
     sentence template). ``dataset_params`` (the target's ``dataset`` section) resolves ``metrics.texture_share``:
     with it on (:func:`genvpt.metrics.texture.texture_share_enabled`), every set also gets ``texture_share`` and the
-    real images' ``texture_share_real``, and definitions.json the judge's fit and held-out accuracy."""
+    real images' ``texture_share_real``, and definitions.json the judge's fit and held-out accuracy.
+    ``class_judge`` (:class:`genvpt.metrics.judge.ClassifierJudge`, metrics.class_judge): a second class judge of
+    the samples beside the probe (``class_acc_judge`` and the agreement keys; definitions.json ``class_judge``: which
+    classifier, and how the two judges agree on the real images)."""
     import pandas as pd
 
     from ..datasets.shards import load_split
@@ -349,6 +353,9 @@ def score_sample_sets(
     device = resolve_device(mp.device, "metrics.device")
     n_sets = {r: sum(1 for x in refs if x.row == r) for r in rows}
     judge, texture_def = _texture_judge(mp, dataset_params, reals)
+    if class_judge is not None and list(class_judge.class_names) != list(reals.class_names):
+        raise ValueError(f"metrics.class_judge: the classifier {class_judge.record.get('folder')} knows classes "
+                         f"{class_judge.class_names}, the target {target_dir} has {reals.class_names}")
     cache: dict = {}
     set_rows: list[dict] = []
     for ref in refs:
@@ -375,6 +382,7 @@ def score_sample_sets(
             diversity_centers_per_class=mp.diversity_centers_per_class,
             diversity_max_per_cluster=mp.diversity_max_per_cluster, lpips_resize=mp.lpips_resize,
             probe_c=mp.probe_c, probe_max_iter=mp.probe_max_iter, seed=mp.seed, feature_cache=cache,
+            class_judge=class_judge,
         )
         if judge is not None:
             m["texture_share"] = judge.share(images)
@@ -431,6 +439,15 @@ def score_sample_sets(
                     f" Judge accuracy on held-out renderings ({held['n_flat']} flat + {held['n_textured']} textured): "
                     f"{held['accuracy_clean']:.4f} clean, {held['accuracy_blurred_mean']:.4f} mean over blurred "
                     f"conditions (min {held['accuracy_blurred_min']:.4f}).")
+    if class_judge is not None:
+        first = next((r for r in set_rows if _is_num(r.get("judge_real_acc"))), {})
+        definitions["class_judge"] = {
+            **class_judge.record, "real_split": mp.real_split, "n_reals": len(reals),
+            "real_acc": first.get("judge_real_acc"), "probe_real_acc": first.get("probe_real_acc"),
+            "agreement_with_probe_real": first.get("judge_probe_real_agreement"),
+            "rank_correlation_rows": _rank_correlation(summary, "class_acc", "class_acc_judge"),
+            "seed_rule_note": "best_val: the classifier's training seed with the highest top-1 on the target's val "
+                              "split (the test split chooses nothing)"}
     fk = fd_key(summary[0]) if summary else None
     with atomic_dir(out_dir) as tmp:
         for s in summary:
@@ -447,6 +464,18 @@ def score_sample_sets(
                 w.writerow([s["row"], s["kind"], s["n_seeds"], s["images_per_set"], s["n_reals"], s["real_split"],
                             _csv_num(s.get("trainable_params")), _csv_num(s.get(f"{y}_std")), _csv_num(s.get(y))])
     return set_rows
+
+
+def _rank_correlation(rows: Sequence[dict], a: str, b: str) -> Optional[float]:
+    """Spearman's rank correlation of the rows' mean ``a`` and ``b`` (how alike two judges rank the report's rows);
+    None with fewer than three rows holding both."""
+    import pandas as pd
+
+    pairs = [(r[a], r[b]) for r in rows if _is_num(r.get(a)) and _is_num(r.get(b))]
+    if len(pairs) < 3:
+        return None
+    rho = pd.DataFrame(pairs, columns=["a", "b"]).corr(method="spearman").iloc[0, 1]
+    return None if math.isnan(rho) else round(float(rho), 4)
 
 
 def _texture_judge(mp: MetricsParams, dataset_params: Any, reals: Any) -> tuple[Any, Optional[dict]]:

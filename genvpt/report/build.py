@@ -371,7 +371,30 @@ def _settings(rows: Sequence[dict], defs: dict) -> list[str]:
 
 
 def _definition_keys(rows, columns) -> list[str]:
-    return columns + [k for k in ("probe_real_acc", "n_seeds", "images_per_set") if any(k in r for r in rows)]
+    return columns + [k for k in ("probe_real_acc", "judge_real_acc", "judge_probe_agreement",
+                                  "judge_probe_real_agreement", "n_seeds", "images_per_set")
+                      if k not in columns and any(k in r for r in rows)]
+
+
+def _judges_note(rows: Sequence[dict], defs: dict) -> str:
+    """The class judges on the real images: the probe's accuracy (the ceiling for class acc) and, with
+    metrics.class_judge, the adapted classifier's accuracy and how often the two agree."""
+    probe = next((r for r in rows if _is_num(r.get("probe_real_acc"))), None)
+    if probe is None:
+        return ""
+    text = (f"Linear-probe accuracy on the real images (the ceiling for class acc): "
+            f"{format_value('probe_real_acc', probe['probe_real_acc'])}.")
+    judge = next((r for r in rows if _is_num(r.get("judge_real_acc"))), None)
+    if judge is not None:
+        info = defs.get("class_judge") or {}
+        who = f"{info.get('method', 'adapted classifier')} ({info.get('folder', '?')}, seed {info.get('seed', '?')})"
+        text += (f" Second judge, {who}: {format_value('judge_real_acc', judge['judge_real_acc'])} on the same "
+                 f"images; the two judges give the same class to "
+                 f"{format_value('judge_probe_real_agreement', judge.get('judge_probe_real_agreement'))} of them.")
+        rho = info.get("rank_correlation_rows")
+        if _is_num(rho):
+            text += f" Over the rows, the two judges' class accuracies have Spearman rank correlation {rho:.2f}."
+    return text
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -511,10 +534,8 @@ def _markdown(rows, columns, defs, figs, rp: ReportParams, text: dict) -> str:
         out.append(f"- **{metric_info(k).label}** (`{k}`): {metric_info(k).definition}")
     if defs.get("spread"):
         out.append(f"- **spread** (`<key>_std`): {defs['spread']}")
-    probe = [r for r in rows if _is_num(r.get("probe_real_acc"))]
-    if probe:
-        out += ["", f"Linear-probe accuracy on the real images (the ceiling for class acc): "
-                    f"{format_value('probe_real_acc', probe[0]['probe_real_acc'])}."]
+    if _judges_note(rows, defs):
+        out += ["", _judges_note(rows, defs)]
     return "\n".join(out) + "\n"
 
 
@@ -536,10 +557,8 @@ def _html(rows, columns, defs, figs, rp: ReportParams, text: dict) -> str:
     if text["averaged"]:
         parts.append(f"<p>{e(AVERAGE_RULE)}</p>")
     parts.append(html_table(rows, columns))
-    probe = [r for r in rows if _is_num(r.get("probe_real_acc"))]
-    if probe:
-        parts.append(f"<p>Linear-probe accuracy on the real images (the ceiling for class acc): "
-                     f"{e(format_value('probe_real_acc', probe[0]['probe_real_acc']))}.</p>")
+    if _judges_note(rows, defs):
+        parts.append(f"<p>{e(_judges_note(rows, defs))}</p>")
     if text["memory"]:
         parts.append("<h2>Peak training memory: MVP against the prefilled prompt</h2><ul>"
                      + "".join(f"<li>{e(m)}</li>" for m in text["memory"]) + "</ul>")

@@ -32,8 +32,9 @@ SUMMARY_KEYS = ("class_acc", "trainable_params", "probe_real_acc")
 
 def derived_params(raw: dict[str, Any], params: Any, name: str) -> dict[str, Any]:
     """The params mapping of target ``name``: ``raw`` (params.yaml as read) with ``dataset`` replaced by the merged
-    block, ``adaptation.configs`` reduced to the target's configurations (in the target's order) and
-    ``extra_targets`` to this target; everything else unchanged. ``params``: ``raw`` validated."""
+    block, ``adaptation.configs`` reduced to the target's configurations (in the target's order),
+    ``extra_targets`` to this target and ``metrics.class_judge`` off; everything else unchanged. ``params``: ``raw``
+    validated."""
     from .params import extra_target_block
 
     target = params.extra_targets[name]
@@ -44,6 +45,8 @@ def derived_params(raw: dict[str, Any], params: Any, name: str) -> dict[str, Any
     adaptation["configs"] = {c: copy.deepcopy(configs[c]) for c in target.configs}
     out["adaptation"] = adaptation
     out["extra_targets"] = {name: copy.deepcopy((raw.get("extra_targets") or {})[name])}
+    # the second class judge (metrics.class_judge) is a classifier of the pipeline's target's classes: not this one's
+    out["metrics"] = {**dict(out.get("metrics") or {}), "class_judge": None}
     return out
 
 
