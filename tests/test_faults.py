@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import json
 import os
 import shlex
 import shutil
@@ -87,8 +88,28 @@ def _points(trace: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    """The whole pipeline at toy size, uninterrupted; every stage's fail points in the order it passed them."""
-    base = tmp_path_factory.mktemp("faults")
+    """The whole pipeline at toy size, uninterrupted; every stage's fail points in the order it passed them. Built
+    once per test run: under pytest-xdist the first worker to need it builds it in a folder the workers share (the
+    others wait on its lock and read it; every test copies it before changing anything)."""
+    uid = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if not uid:
+        return _build_reference(tmp_path_factory.mktemp("faults"))
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp().parent / f"faults-reference-{uid}"
+    built = shared / "stages.json"  # written last: the stage commands DVC resolved (no worker opens the repo again)
+    with FileLock(f"{shared}.lock"):
+        if not built.is_file():
+            if shared.exists():  # a worker that failed while building it
+                shutil.rmtree(shared)
+            shared.mkdir()
+            _, cmds, _ = _build_reference(shared)
+            built.write_text(json.dumps({n: {**c, "upstream": sorted(c["upstream"])} for n, c in cmds.items()}))
+    cmds = {n: {**c, "upstream": set(c["upstream"])} for n, c in json.loads(built.read_text()).items()}
+    return shared / "reference", cmds, {n: _points(shared / f"{n}.trace") for n in cmds}
+
+
+def _build_reference(base: Path) -> tuple[Path, dict, dict]:
     ws = make_repo_copy(base / "reference", yaml.safe_dump(tiny_params(), sort_keys=False))
     cmds = stage_commands(ws)
 
