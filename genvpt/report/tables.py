@@ -18,8 +18,9 @@ __all__ = ["TABLE_KEYS", "BEST_RULE", "table_columns", "spread_of", "beyond_spre
 # column order of the main table; only the keys present in the rows are shown
 TABLE_KEYS = (
     "fid", "fd_clip", "kid_mean", "kd_clip_mean", "is_mean", "is_clip_mean", "precision", "precision_clip",
-    "recall", "recall_clip", "clip_score", "diversity_lpips", "diversity_clip", "class_acc", "trainable_params",
-    "trainable_pct", "train_time_s", "train_peak_memory_mb", "sample_time_per_image_s", "sample_peak_memory_mb",
+    "recall", "recall_clip", "clip_score", "diversity_lpips", "diversity_clip", "class_acc", "class_acc_judge",
+    "texture_share", "trainable_params", "trainable_pct", "train_time_s", "train_peak_memory_mb",
+    "sample_time_per_image_s", "sample_peak_memory_mb",
 )
 
 BEST_RULE = (
