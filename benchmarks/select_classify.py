@@ -11,6 +11,7 @@ Needs ``data/clip-vit/model.pt`` (stage pretrain_clip_vit) and ``data/prepared/c
 prepare_classify@<dataset>). Everything else comes from params.yaml (classify.train and the configuration's options).
 
     python benchmarks/select_classify.py --config pgn --config iip --values 0.01 0.03 0.1 0.3
+    python benchmarks/select_classify.py --summarize benchmarks/results/select_classify_pgn_clip.json
 """
 from __future__ import annotations
 
@@ -52,6 +53,28 @@ def settings(params, args=None) -> dict:
     return st
 
 
+def seed_spread(row: dict) -> dict:
+    """A multi-seed row's mean val top-1 over the datasets per seed, and its sample std over the seeds (the spread a
+    comparison of two values needs); {} for a one-seed row."""
+    per = row.get("val_top1_per_seed")
+    if not per:
+        return {}
+    seeds = sorted(next(iter(per.values())))
+    means = {s: statistics.fmean(per[d][s] for d in per) for s in seeds}
+    return {"val_top1_mean_per_seed": means, "val_top1_mean_std": statistics.stdev(means.values())}
+
+
+def summarize(path: str) -> None:
+    """Print each candidate's mean val top-1 ± its spread over seeds from a results file (written by this script)."""
+    import json
+
+    for name, res in json.loads(open(path).read())["results"].items():
+        for row in res["rows"]:
+            sp = seed_spread(row)
+            spread = f" ± {100 * sp['val_top1_mean_std']:.1f}" if sp else " (one seed)"
+            print(f"{name} {res['key']}={row['value']}: mean val top-1 {100 * row['val_top1_mean']:.1f}{spread}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", action="append", default=None, help="a name in classify.configs (repeatable)")
@@ -59,7 +82,11 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=None,
                     help="training seeds per candidate (default: the first of classify.seeds)")
     add_search_arguments(ap, "select_classify", DEFAULT_VALUES)
+    ap.add_argument("--summarize", default=None, metavar="RESULTS_JSON",
+                    help="only print a results file's candidates: mean val top-1 and its spread over seeds")
     args = ap.parse_args()
+    if args.summarize:
+        return summarize(args.summarize)
     import torch
 
     from genvpt.classify.data import load_prepared_split
@@ -107,6 +134,7 @@ def main() -> None:
                     row["val_top1_min"][d] = min(per_seed.values())
                 row["seconds"][d] = round(time.perf_counter() - t0, 1)
             row["val_top1_mean"] = statistics.fmean(row["val_top1"].values())
+            row.update(seed_spread(row))
             rows.append(row)
         best = max(rows, key=lambda r: r["val_top1_mean"])
         results[name] = {"key": args.key, "seeds": seeds, "rows": rows, "chosen": best["value"],

@@ -127,7 +127,7 @@ class ValSampleJudge:
 
     def __init__(self, params: Any, root: Path, images_per_class: int):
         from genvpt.datasets.shards import load_split
-        from genvpt.metrics.params import SampleParams
+        from genvpt.sampling_params import SampleParams
         from genvpt.metrics.scoring import load_scoring_clip
         from genvpt.metrics.texture import fit_shapes_judge, texture_share_enabled
         from genvpt.training import resolve_device
@@ -236,7 +236,7 @@ def main(argv: Optional[list[str]] = None, root: Path = ROOT) -> dict:
     root = Path(root)
     params = load_params(root / "params.yaml")
     ap_ = params.adaptation
-    names = args.config or [n for n, c in ap_.configs.items() if c.get("method") == "vpt"]
+    names = _config_names(params, args)
     seed = ap_.seeds[0]
     samples = args.criterion == "samples"
     judge = ValSampleJudge(params, root, args.samples_per_class) if samples else None

@@ -3,17 +3,13 @@ genvpt/config.py imports this module. Its own file so that the sample stages dep
 samples are scored (``metrics``, genvpt/metrics/params.py) never makes them stale."""
 from __future__ import annotations
 
-import re
 from typing import Any, Literal, Optional
 
 from pydantic import Field, field_validator, model_validator
 
-from .schema import StrictModel
+from .schema import NAME_PATTERN as _NAME, StrictModel
 
-__all__ = ["SampleConfig", "SampleParams", "NAME_PATTERN"]
-
-NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
-_NAME = NAME_PATTERN
+__all__ = ["SampleConfig", "SampleParams"]
 
 
 class SampleConfig(StrictModel):

@@ -1,11 +1,15 @@
 """Base class for every params section (kept import-free so area modules can use it without cycles)."""
 from __future__ import annotations
 
+import re
 from typing import Iterable, Optional
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-__all__ = ["StrictModel", "KeyedErrors", "error_items", "describe_errors", "short_repr"]
+__all__ = ["StrictModel", "KeyedErrors", "error_items", "describe_errors", "short_repr", "NAME_PATTERN"]
+
+# a name params turn into a folder or file name (configurations, datasets, targets, sample rows)
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
 MAX_REPR = 80  # characters of a bad value quoted in an error message
 

@@ -199,3 +199,17 @@ def test_a_nested_training_field_and_a_boolean_can_be_searched():
     cfg = ClassifyParams(train=cp.train, configs={"iip": raw}).config("iip")
     assert cfg.train.augment.enabled is False and cfg.train.grad_clip == 1.0
     assert cfg.train.augment.flip == cp.train.augment.flip and cfg.train.lr == cp.configs["iip"]["train"]["lr"]
+
+
+def test_select_classify_states_the_spread_over_seeds_of_a_candidate():
+    """A multi-seed candidate's mean val top-1 per seed (over the datasets) and its sample std over the seeds."""
+    if str(BENCH) not in sys.path:  # the benchmark imports `_common` as a script does
+        sys.path.append(str(BENCH))
+    spec = importlib.util.spec_from_file_location("_genvpt_bench_select_classify_t", BENCH / "select_classify.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    row = {"val_top1_per_seed": {"a": {"seed-0": 0.2, "seed-1": 0.4}, "b": {"seed-0": 0.4, "seed-1": 0.8}}}
+    sp = mod.seed_spread(row)
+    assert sp["val_top1_mean_per_seed"] == pytest.approx({"seed-0": 0.3, "seed-1": 0.6})
+    assert sp["val_top1_mean_std"] == pytest.approx(0.3 / 2 ** 0.5)
+    assert mod.seed_spread({"val_top1": {"a": 0.5}}) == {}

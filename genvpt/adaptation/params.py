@@ -8,17 +8,15 @@ method's own options, validated by the method's ``Params`` model (whose defaults
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any, Literal, Optional
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from ..schema import KeyedErrors, StrictModel, error_items
+from ..schema import NAME_PATTERN as _NAME, KeyedErrors, StrictModel, error_items
 
 __all__ = ["TrainSettings", "AdaptationConfig", "AdaptationParams", "MemoryBenchmarkParams"]
 
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _RESERVED = ("backbone", "tokenizer", "method", "train")
 
 

@@ -9,14 +9,13 @@ Import-light: torch is imported only when a configuration is validated against t
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any, Literal, Optional
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from ..clip.params import ClipParams
-from ..schema import KeyedErrors, StrictModel, describe_errors, error_items
+from ..schema import NAME_PATTERN as _NAME, KeyedErrors, StrictModel, describe_errors, error_items
 
 __all__ = ["AugmentParams", "ClassifyTrainParams", "InversionParams", "ClassifyConfig", "ClassifyParams",
            "DEFAULT_TEMPLATE", "DEFAULT_CLASSIFY_CLIP", "DEFAULT_CLASSIFY_CLIP_PATH", "EXAMPLE_BLOCK"]
@@ -62,7 +61,6 @@ classify:
 DEFAULT_TEMPLATE = "This is a photo of a {class_name}"  # the official PGN scripts' template for most datasets
 DEFAULT_CLASSIFY_CLIP_PATH = "data/clip-vit/model.pt"  # what stage pretrain_clip_vit writes (trained or imported)
 DEFAULT_CLASSIFY_CLIP = ClipParams(model="genvpt-tiny-vit", pretrained=DEFAULT_CLASSIFY_CLIP_PATH)
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _RESERVED = ("method", "train")
 
 

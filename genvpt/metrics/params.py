@@ -7,12 +7,10 @@ from typing import Literal, Optional
 
 from pydantic import Field, field_validator
 
-from ..sampling_params import NAME_PATTERN, SampleConfig, SampleParams
-from ..schema import StrictModel
+from ..sampling_params import SampleConfig, SampleParams
+from ..schema import NAME_PATTERN as _NAME, StrictModel
 
 __all__ = ["SampleConfig", "SampleParams", "ClassJudgeParams", "MetricsParams", "ReportParams"]
-
-_NAME = NAME_PATTERN
 
 
 class ClassJudgeParams(StrictModel):

@@ -56,6 +56,7 @@ __all__ = [
     "TRAIN_RECORD_KEYS",
     "ID_COLUMNS",
     "SPREAD_DEFINITION",
+    "json_number",
 ]
 
 # accepted spellings of the numbers a training record may hold -> our key
@@ -499,15 +500,15 @@ def _texture_judge(mp: MetricsParams, dataset_params: Any, reals: Any) -> tuple[
 
 def dvc_metrics(summary_row: dict, keys: Sequence[str]) -> dict:
     """The numbers of one summary row for ``dvc metrics show``: counts, then ``<key>`` and ``<key>_std``."""
-    out = {k: _num(summary_row.get(k)) for k in ("n_seeds", "images_per_set", "n_reals") if k in summary_row}
+    out = {k: json_number(summary_row.get(k)) for k in ("n_seeds", "images_per_set", "n_reals") if k in summary_row}
     for k in keys:
-        out[k] = _num(summary_row.get(k))
-        out[f"{k}_std"] = _num(summary_row.get(f"{k}_std"))
+        out[k] = json_number(summary_row.get(k))
+        out[f"{k}_std"] = json_number(summary_row.get(f"{k}_std"))
     return out
 
 
 def _csv_num(v: Any) -> Any:
-    v = _num(v)
+    v = json_number(v)
     if v is None:
         return ""
     if isinstance(v, float) and v.is_integer() and abs(v) < 2**53:
@@ -515,8 +516,8 @@ def _csv_num(v: Any) -> Any:
     return v
 
 
-def _num(v: Any) -> Any:
-    """JSON-safe number for DVC (NaN / inf become null)."""
+def json_number(v: Any) -> Any:
+    """JSON-safe number for DVC (numpy scalars become Python numbers; NaN / inf become null)."""
     if hasattr(v, "item") and not isinstance(v, (list, dict, str)):
         v = v.item()
     if isinstance(v, float) and not math.isfinite(v):

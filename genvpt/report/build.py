@@ -14,11 +14,12 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 from ..io import atomic_dir, read_json
 from ..metrics.params import ReportParams
 from ..metrics.registry import metric_info
+from ..metrics.scoring import json_number as _json_safe
 from .classify import classify_html, classify_markdown, load_classify_results
 from .figures import image_grid, plot_curves, plot_fd_vs_params, save_grid
 from .targets import load_target_results, targets_html, targets_markdown
@@ -29,6 +30,7 @@ from .tables import (
     format_cell,
     format_value,
     html_table,
+    is_number as _is_num,
     markdown_table,
     spread_of,
     table_columns,
@@ -63,18 +65,6 @@ img{image-rendering:pixelated;max-width:100%}dl dt{font-weight:600;margin-top:.5
 """
 
 _VARIANT = re.compile(r"^(.*\D)(\d+)$")
-
-
-def _json_safe(v: Any) -> Any:
-    if hasattr(v, "item") and not isinstance(v, (list, dict, str)):
-        v = v.item()
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
-
-
-def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
 
 
 def _read_rows(path: Path) -> list[dict]:
@@ -534,8 +524,9 @@ def _markdown(rows, columns, defs, figs, rp: ReportParams, text: dict) -> str:
         out.append(f"- **{metric_info(k).label}** (`{k}`): {metric_info(k).definition}")
     if defs.get("spread"):
         out.append(f"- **spread** (`<key>_std`): {defs['spread']}")
-    if _judges_note(rows, defs):
-        out += ["", _judges_note(rows, defs)]
+    note = _judges_note(rows, defs)
+    if note:
+        out += ["", note]
     return "\n".join(out) + "\n"
 
 
@@ -557,8 +548,9 @@ def _html(rows, columns, defs, figs, rp: ReportParams, text: dict) -> str:
     if text["averaged"]:
         parts.append(f"<p>{e(AVERAGE_RULE)}</p>")
     parts.append(html_table(rows, columns))
-    if _judges_note(rows, defs):
-        parts.append(f"<p>{e(_judges_note(rows, defs))}</p>")
+    note = _judges_note(rows, defs)
+    if note:
+        parts.append(f"<p>{e(note)}</p>")
     if text["memory"]:
         parts.append("<h2>Peak training memory: MVP against the prefilled prompt</h2><ul>"
                      + "".join(f"<li>{e(m)}</li>" for m in text["memory"]) + "</ul>")

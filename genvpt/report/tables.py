@@ -31,15 +31,16 @@ BEST_RULE = (
 )
 
 
-def _is_num(v: Any) -> bool:
+def is_number(v: Any) -> bool:
+    """A finite int or float (not a bool): a value a table cell shows as a number."""
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
 
 
 def table_columns(rows: Sequence[dict], keys: Sequence[str] = TABLE_KEYS) -> list[str]:
     """The keys of ``keys`` that at least one row holds a number for, then any other ranked metric present."""
-    present = [k for k in keys if any(_is_num(r.get(k)) for r in rows)]
+    present = [k for k in keys if any(is_number(r.get(k)) for r in rows)]
     extra = sorted({k for r in rows for k, v in r.items()
-                    if k not in present and _is_num(v) and metric_info(k).higher_is_better is not None})
+                    if k not in present and is_number(v) and metric_info(k).higher_is_better is not None})
     return present + extra
 
 
@@ -47,7 +48,7 @@ def spread_of(row: dict, key: str) -> Optional[float]:
     """The row's std of ``key`` over its seeds; None when unknown (one seed, or no std recorded)."""
     n = row.get("n_seeds")
     s = row.get(f"{key}_std")
-    if not _is_num(n) or int(n) < 2 or not _is_num(s):
+    if not is_number(n) or int(n) < 2 or not is_number(s):
         return None
     return float(s)
 
@@ -55,7 +56,7 @@ def spread_of(row: dict, key: str) -> Optional[float]:
 def beyond_spread(a: dict, b: dict, key: str) -> Optional[bool]:
     """Whether rows ``a`` and ``b`` differ in ``key`` by more than both spreads: |mean_a − mean_b| > std_a + std_b
     (the intervals mean ± std do not overlap). None when a value or a spread is unknown."""
-    if not (_is_num(a.get(key)) and _is_num(b.get(key))):
+    if not (is_number(a.get(key)) and is_number(b.get(key))):
         return None
     sa, sb = spread_of(a, key), spread_of(b, key)
     if sa is None or sb is None:
@@ -70,7 +71,7 @@ def best_per_column(rows: Sequence[dict], columns: Sequence[str]) -> dict[str, s
     best: dict[str, set[int]] = {}
     for c in columns:
         hib = metric_info(c).higher_is_better
-        cand = [i for i, r in enumerate(rows) if _is_num(r.get(c)) and not r.get("averaged_from")]
+        cand = [i for i, r in enumerate(rows) if is_number(r.get(c)) and not r.get("averaged_from")]
         if hib is None or len(cand) < 2:
             continue
         for i in cand:
@@ -91,7 +92,7 @@ def best_per_column(rows: Sequence[dict], columns: Sequence[str]) -> dict[str, s
 
 
 def format_value(key: str, v: Any) -> str:
-    if not _is_num(v):
+    if not is_number(v):
         return "–"
     fmt = metric_info(key).fmt
     try:
@@ -111,14 +112,14 @@ def format_cell(key: str, row: dict) -> str:
     """``mean ± std (n=N)``; ``mean (n=1)`` without a spread; an unranked number that every seed shares (trainable
     parameters, ...) alone; plain value for rows without seeds."""
     v = row.get(key)
-    if not _is_num(v):
+    if not is_number(v):
         return "–"
     m = format_value(key, v)
     n = row.get("n_seeds")
-    if not _is_num(n):
+    if not is_number(n):
         return m
     s = row.get(f"{key}_std")
-    if _is_num(s) and int(n) >= 2:
+    if is_number(s) and int(n) >= 2:
         if float(s) == 0.0 and metric_info(key).higher_is_better is None:
             return m
         return f"{m} ± {format(float(s), _std_fmt(key))} (n={int(n)})"
@@ -130,7 +131,7 @@ def format_cell(key: str, row: dict) -> str:
 def spread_label(row: dict) -> str:
     """What a row's n and spread are: '3 training seeds', '3 sampling seeds', '9 sets of 3 variants'."""
     n = row.get("n_seeds")
-    if not _is_num(n):
+    if not is_number(n):
         return "–"
     n = int(n)
     if row.get("averaged_from"):
@@ -154,7 +155,7 @@ def markdown_table(rows: Sequence[dict], columns: Optional[Sequence[str]] = None
     of a ranked column (beyond the spread) in bold."""
     columns = list(columns) if columns is not None else table_columns(rows)
     best = best_per_column(rows, columns)
-    with_n = any(_is_num(r.get("n_seeds")) for r in rows)
+    with_n = any(is_number(r.get("n_seeds")) for r in rows)
     lines = ["| " + " | ".join([name_key] + (["n"] if with_n else []) + [_header(c) for c in columns]) + " |",
              "|" + "---|" * (len(columns) + 1 + with_n)]
     for i, r in enumerate(rows):
@@ -169,7 +170,7 @@ def markdown_table(rows: Sequence[dict], columns: Optional[Sequence[str]] = None
 def html_table(rows: Sequence[dict], columns: Optional[Sequence[str]] = None, *, name_key: str = "row") -> str:
     columns = list(columns) if columns is not None else table_columns(rows)
     best = best_per_column(rows, columns)
-    with_n = any(_is_num(r.get("n_seeds")) for r in rows)
+    with_n = any(is_number(r.get("n_seeds")) for r in rows)
     head = "".join(f'<th title="{html.escape(metric_info(c).definition)}">{html.escape(_header(c))}</th>'
                    for c in columns)
     n_head = '<th title="sample sets of the row and what varies between them">n</th>' if with_n else ""
@@ -205,10 +206,3 @@ def read_summaries(paths: Sequence[Any], has: str, name_key: str, log: Any) -> l
             d.setdefault(name_key, Path(p).stem)
             out.append(d)
     return out
-
-
-def is_number(v: Any) -> bool:
-    """A finite int or float (not a bool): a value a table cell shows as a number."""
-    import math
-
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))

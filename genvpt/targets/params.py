@@ -6,16 +6,13 @@ The name becomes a folder (data/targets/<name>/, results/targets/<name>.json). E
 (``extra_targets.new-classes.configs``, ``extra_targets.new-classes.dataset.shapes.domian``)."""
 from __future__ import annotations
 
-import re
 from typing import Any, Optional
 
 from pydantic import Field, field_validator
 
-from ..schema import KeyedErrors, StrictModel
+from ..schema import NAME_PATTERN as _NAME, KeyedErrors, StrictModel
 
 __all__ = ["ExtraTarget", "extra_target_errors", "extra_target_block"]
-
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
 
 class ExtraTarget(StrictModel):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import math
 import os
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -74,14 +73,11 @@ def inputs_stamp(params_text: str, files: Sequence[str | os.PathLike]) -> dict[s
 
 
 def _num(v: Any) -> Any:
-    """JSON-safe number (NaN / inf / missing / not a number -> None; numpy scalars -> Python)."""
-    if hasattr(v, "item") and not isinstance(v, (list, dict, str)):
-        v = v.item()
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return None
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
+    """The score stage's JSON-safe number (genvpt.metrics.scoring.json_number); anything not a number -> None."""
+    from ..metrics.scoring import json_number
+
+    v = json_number(v)
+    return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
 def target_summary(name: str, *, params: Any, rows: dict[str, Any], work: str | os.PathLike,

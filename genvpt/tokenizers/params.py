@@ -6,12 +6,11 @@ VAR at 256 px) and nothing is trained.
 """
 from __future__ import annotations
 
-import re
 from typing import Any, Literal, Optional
 
 from pydantic import Field, field_validator
 
-from ..schema import StrictModel
+from ..schema import NAME_PATTERN as _NAME, StrictModel
 
 __all__ = [
     "AdversarialParams",
@@ -146,8 +145,6 @@ class TokenizeParams(StrictModel):
     shard_maxcount: int = Field(default=10000, ge=1)
     recon_metrics: bool = True  # also decode the tokens to report reconstruction PSNR per split
 
-
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
 # The broad data the embedded tokenizers train on besides the source's train split: every shapes domain the targets
 # use (with seeds of their own, so no target image is among them) and digits. Overrides of the ``source`` block.
