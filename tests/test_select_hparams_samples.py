@@ -26,10 +26,10 @@ ARGS = ["--config", "vpt-ar", "--key", "train.lr", "--values", *VALUES, "--set",
 LOSS_ROW_KEYS = {"value", "val_loss_before", "val_loss_after", "final_train_loss", "trainable_params", "seconds"}
 
 
-def _load():
+def _load(name: str = "select_hparams"):
     if str(BENCH) not in sys.path:  # the benchmark imports `_common` as a script does
         sys.path.append(str(BENCH))
-    spec = importlib.util.spec_from_file_location("_genvpt_bench_select_hparams_t", BENCH / "select_hparams.py")
+    spec = importlib.util.spec_from_file_location(f"_genvpt_bench_{name}_t", BENCH / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -203,11 +203,7 @@ def test_a_nested_training_field_and_a_boolean_can_be_searched():
 
 def test_select_classify_states_the_spread_over_seeds_of_a_candidate():
     """A multi-seed candidate's mean val top-1 per seed (over the datasets) and its sample std over the seeds."""
-    if str(BENCH) not in sys.path:  # the benchmark imports `_common` as a script does
-        sys.path.append(str(BENCH))
-    spec = importlib.util.spec_from_file_location("_genvpt_bench_select_classify_t", BENCH / "select_classify.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = _load("select_classify")
     row = {"val_top1_per_seed": {"a": {"seed-0": 0.2, "seed-1": 0.4}, "b": {"seed-0": 0.4, "seed-1": 0.8}}}
     sp = mod.seed_spread(row)
     assert sp["val_top1_mean_per_seed"] == pytest.approx({"seed-0": 0.3, "seed-1": 0.6})
