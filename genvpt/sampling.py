@@ -1,9 +1,15 @@
 """Sample sets for evaluation: N seeded images per class from every model configuration in params (``sample``).
 
-A sample set is a directory torch-fidelity can read::
+A sample set is a directory holding its images as one uncompressed tar (a WebDataset shard of PNG files) and a
+record::
 
-    data/samples/<config>/images/000000.png ...   index order = label order (class 0 first)
-    data/samples/<config>/record.json            n, labels, class names, seed, sampling time / image, peak memory
+    data/samples/<config>/images.tar     members 000000.png 000001.png ... ; index order = label order (class 0 first)
+    data/samples/<config>/record.json    n, labels, class names, seed, sampling time / image, peak memory
+
+One file per set instead of one per image keeps DVC's checks of the sample stages' outputs (and of the score and
+report stages' inputs) cheap: the default pipeline holds about 100 sets of 500-600 images. ``tar -xf images.tar
+-C <folder>`` (or :meth:`SampleSet.extract`) gives the folder of PNG files torch-fidelity and other tools read. A
+set written by hand as ``images/*.png`` beside its record.json is read as well.
 
 Each configuration names a *kind* of sampler. ``backbone`` (a frozen generator plus its tokenizer, via
 ``genvpt.generators.load_backbone``) is built in; other areas register theirs with :func:`register_sampler`
@@ -13,14 +19,16 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import io
 import logging
 import math
 import multiprocessing
 import os
+import tarfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 import torch
@@ -43,8 +51,14 @@ __all__ = [
     "run_sampling",
     "read_sample_set",
     "SampleSet",
+    "IMAGES_SHARD",
+    "ImageShardWriter",
+    "write_sample_images",
+    "png_bytes",
     "write_png",
 ]
+
+IMAGES_SHARD = "images.tar"  # a sample set's images: members %06d.png in index order
 
 # --------------------------------------------------------------------------------------------------------------
 # sampler registry
@@ -115,8 +129,52 @@ def _conditioning_texts(sampler: Any, labels: torch.Tensor) -> Optional[list[str
     return None
 
 
+def png_bytes(img: np.ndarray) -> bytes:
+    """The PNG file of one uint8 [H,W,3] image (zlib level 1: fast, and the same bytes for the same pixels)."""
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
 def write_png(path: Path, img: np.ndarray) -> None:
-    Image.fromarray(img).save(path, format="PNG", compress_level=1)
+    Path(path).write_bytes(png_bytes(img))
+
+
+class ImageShardWriter:
+    """Writes a sample set's ``images.tar``: PNG members ``000000.png``, ``000001.png``, ... in the order added.
+    Member headers are fixed (mode 0644, owner 0, mtime 0), so the same images give the same bytes."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.n = 0
+        self._tar = tarfile.open(self.path, "w", format=tarfile.USTAR_FORMAT)
+
+    def add_png(self, data: bytes) -> None:
+        info = tarfile.TarInfo(f"{self.n:06d}.png")
+        info.size, info.mtime, info.mode = len(data), 0, 0o644
+        self._tar.addfile(info, io.BytesIO(data))
+        self.n += 1
+
+    def add(self, images_NHWC: np.ndarray) -> None:
+        for im in images_NHWC:
+            self.add_png(png_bytes(im))
+
+    def close(self) -> None:
+        self._tar.close()
+
+    def __enter__(self) -> "ImageShardWriter":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def write_sample_images(directory: str | os.PathLike, images: torch.Tensor) -> Path:
+    """``directory/images.tar`` from uint8 [N,3,H,W] images (index order); returns the shard's path."""
+    path = Path(directory) / IMAGES_SHARD
+    with ImageShardWriter(path) as w:
+        w.add(images.permute(0, 2, 3, 1).cpu().numpy())
+    return path
 
 
 def _chunk_seed(seed: int, chunk: int) -> int:
@@ -161,9 +219,7 @@ def sample_config(
     n_chunks = math.ceil(n / bs)
     sample_s = 0.0
     shape = None
-    with atomic_dir(out_dir) as tmp:
-        img_dir = tmp / "images"
-        img_dir.mkdir()
+    with atomic_dir(out_dir) as tmp, ImageShardWriter(tmp / IMAGES_SHARD) as shard:
         with torch.inference_mode():
             for c in tqdm(range(n_chunks), desc=f"sample {cfg.name}", unit="batch", disable=not show_progress):
                 lab = labels[c * bs:(c + 1) * bs].to(device)
@@ -181,9 +237,7 @@ def sample_config(
                         f"{getattr(imgs, 'dtype', type(imgs))} {tuple(getattr(imgs, 'shape', ()))}"
                     )
                 shape = tuple(imgs.shape[1:])
-                arr = imgs.permute(0, 2, 3, 1).cpu().numpy()
-                for j, im in enumerate(arr):
-                    write_png(img_dir / f"{c * bs + j:06d}.png", im)
+                shard.add(imgs.permute(0, 2, 3, 1).cpu().numpy())
         from .training import peak_memory_mb
 
         record = {
@@ -307,7 +361,8 @@ def run_sampling(
 
 
 class SampleSet:
-    """A sample set on disk: ``images`` uint8 [N,3,H,W], ``labels``, ``texts`` (or None) and the record."""
+    """A sample set on disk: ``images`` uint8 [N,3,H,W], ``labels``, ``texts`` (or None) and the record. The images
+    are ``images.tar`` (what the sample stage writes) or, for a set made by hand, a folder ``images/*.png``."""
 
     def __init__(self, directory: str | os.PathLike):
         self.dir = Path(directory)
@@ -315,11 +370,23 @@ class SampleSet:
         if not rec_path.is_file():
             raise FileNotFoundError(f"{rec_path} not found: sample set {self.dir} is missing or incomplete")
         self.record = read_json(rec_path)
+        n = int(self.record["n"])
+        self.shard = self.dir / IMAGES_SHARD
         self.image_dir = self.dir / "images"
-        files = sorted(self.image_dir.glob("*.png"))
-        if len(files) != self.record["n"]:
-            raise ValueError(f"{self.image_dir}: {len(files)} PNG files but record.json says n={self.record['n']}")
-        self.files = files
+        if self.shard.is_file():
+            names = _shard_members(self.shard)
+            want = [f"{i:06d}.png" for i in range(n)]
+            if names != want:
+                raise ValueError(f"{self.shard}: {len(names)} members {_first_diff(names, want)}; record.json says "
+                                 f"n={n} (members 000000.png ... {n - 1:06d}.png expected)")
+            self.files: Optional[list[Path]] = None
+        elif self.image_dir.is_dir():
+            files = sorted(self.image_dir.glob("*.png"))
+            if len(files) != n:
+                raise ValueError(f"{self.image_dir}: {len(files)} PNG files but record.json says n={n}")
+            self.files = files
+        else:
+            raise FileNotFoundError(f"sample set {self.dir} has neither {IMAGES_SHARD} nor an images/ folder")
 
     @property
     def name(self) -> str:
@@ -333,8 +400,55 @@ class SampleSet:
     def texts(self) -> Optional[list[str]]:
         return self.record.get("texts")
 
+    def pngs(self) -> Iterator[tuple[str, bytes]]:
+        """(file name, PNG bytes) of every image, in index order."""
+        if self.files is not None:
+            for f in self.files:
+                yield f.name, f.read_bytes()
+            return
+        with tarfile.open(self.shard, "r:") as tar:
+            for m in tar:
+                fh = tar.extractfile(m) if m.isfile() else None
+                if fh is None:
+                    raise ValueError(f"{self.shard}: member {m.name!r} is not a regular file")
+                yield m.name, fh.read()
+
     def load_images(self) -> torch.Tensor:
-        return load_png_files(self.files)
+        arrs = []
+        for name, data in self.pngs():
+            with Image.open(io.BytesIO(data)) as im:
+                arrs.append(np.asarray(im.convert("RGB"), dtype=np.uint8))
+        return _stack_hwc(arrs, self.dir)
+
+    def extract(self, folder: str | os.PathLike) -> Path:
+        """The images as PNG files ``folder/000000.png`` ... (the folder torch-fidelity and other tools read)."""
+        out = Path(folder)
+        out.mkdir(parents=True, exist_ok=True)
+        for name, data in self.pngs():
+            (out / name).write_bytes(data)
+        return out
+
+
+def _shard_members(path: Path) -> list[str]:
+    try:
+        with tarfile.open(path, "r:") as tar:
+            return [m.name for m in tar]
+    except (tarfile.TarError, OSError) as err:
+        raise ValueError(f"{path}: unreadable image shard ({type(err).__name__}: {err})") from err
+
+
+def _first_diff(names: list[str], want: list[str]) -> str:
+    for a, b in zip(names, want):
+        if a != b:
+            return f"({a!r} where {b!r} belongs)"
+    return "(some missing)" if len(names) < len(want) else "(more than expected)" if len(names) > len(want) else ""
+
+
+def _stack_hwc(arrs: list[np.ndarray], where: Path) -> torch.Tensor:
+    sizes = {a.shape for a in arrs}
+    if len(sizes) > 1:
+        raise ValueError(f"images of different sizes {sorted(sizes)} in {where}")
+    return torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2).contiguous()
 
 
 def load_png_files(files: list[Path]) -> torch.Tensor:
@@ -342,10 +456,7 @@ def load_png_files(files: list[Path]) -> torch.Tensor:
     for f in files:
         with Image.open(f) as im:
             arrs.append(np.asarray(im.convert("RGB"), dtype=np.uint8))
-    sizes = {a.shape for a in arrs}
-    if len(sizes) > 1:
-        raise ValueError(f"images of different sizes {sorted(sizes)} in {files[0].parent}")
-    return torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2).contiguous()
+    return _stack_hwc(arrs, files[0].parent)
 
 
 def read_sample_set(directory: str | os.PathLike) -> SampleSet:

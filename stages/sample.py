@@ -1,6 +1,7 @@
 """DVC stages `sample_frozen@<family>` and `sample@<config>`: N seeded images per class from one report row
--> data/samples/<row>/seed-<s>/images/*.png + record.json. A frozen backbone is sampled once per sampling seed
-(`sample.sampling_seeds`: the sampling noise); an adapted configuration once per training seed."""
+-> data/samples/<row>/seed-<s>/images.tar (PNG members in index order) + record.json. A frozen backbone is sampled
+once per sampling seed (`sample.sampling_seeds`: the sampling noise); an adapted configuration once per training
+seed."""
 from __future__ import annotations
 
 import argparse

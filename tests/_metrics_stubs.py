@@ -47,19 +47,17 @@ def class_images(n_per_class: int, num_classes: int = 4, size: int = 32, seed: i
 def write_sample_set(directory, images, labels, class_names, *, row: str, kind: str, seed: int,
                      backbone: str = "var", method=None, spread_over=None, train_record=None, trainable_params=None,
                      sample_time_per_image_s: float = 0.01, peak_memory_mb: float = 100.0, texts=None, **extra):
-    """A sample set in the seeded layout the score stage reads (``<samples>/<row>/seed-<s>/``): images/%06d.png in
+    """A sample set in the seeded layout the score stage reads (``<samples>/<row>/seed-<s>/``): images.tar in
     label order and record.json with the sample stage's fields plus row / kind / backbone / method / seed /
     spread_over / train_record / trainable_params."""
     import json
     from pathlib import Path
 
-    from PIL import Image
+    from genvpt.sampling import write_sample_images
 
     d = Path(directory)
-    (d / "images").mkdir(parents=True, exist_ok=True)
-    arr = images.permute(0, 2, 3, 1).numpy()
-    for i, im in enumerate(arr):
-        Image.fromarray(im).save(d / "images" / f"{i:06d}.png")
+    d.mkdir(parents=True, exist_ok=True)
+    write_sample_images(d, images)
     labels = [int(x) for x in labels]
     record = {
         "name": row, "n": len(labels), "images_per_class": labels.count(labels[0]), "class_names": list(class_names),

@@ -307,7 +307,7 @@ def test_adapt_stage_trains_every_seed_and_the_sample_stage_reads_it(tmp_path, m
     """The stages from files: adapt one configuration for two seeds, then sample its row (one set per seed)."""
     import yaml
 
-    from genvpt.sampling import sample_adapted_row
+    from genvpt.sampling import SampleSet, sample_adapted_row
     from genvpt.metrics.params import SampleParams
     from genvpt.tokenizers.token_shards import write_token_split
     from stages.adapt import main as adapt_main
@@ -335,7 +335,7 @@ def test_adapt_stage_trains_every_seed_and_the_sample_stage_reads_it(tmp_path, m
     recs = sample_adapted_row(SampleParams(images_per_class=2, isolate=False, device="cpu"), CLASSES,
                               tmp_path / "samples" / "vpt-ar", models_dir=str(tmp_path / "adapted"), seeds=[0, 1])
     assert [r["seed"] for r in recs] == [0, 1] and all(r["spread_over"] == "training_seed" for r in recs)
-    assert len(list((tmp_path / "samples" / "vpt-ar" / "seed-1" / "images").glob("*.png"))) == 6
+    assert SampleSet(tmp_path / "samples" / "vpt-ar" / "seed-1").load_images().shape[0] == 6
 
 
 @pytest.mark.parametrize("layout", ["taming", "valeoai"])

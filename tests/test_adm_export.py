@@ -14,7 +14,7 @@ from genvpt.metrics.adm_export import export_adm_npz, main
 
 
 def _sample_set(root, n=5, size=(12, 10), labels=True, mode="RGB"):
-    """A sample set as the sample stage writes it: images/000000.png ... + record.json; returns the HWC arrays."""
+    """A sample set made by hand: images/000000.png ... + record.json; returns the HWC arrays."""
     rng = np.random.default_rng(0)
     (root / "images").mkdir(parents=True)
     arrs = []
@@ -74,6 +74,25 @@ def test_plain_image_folder_and_cli(tmp_path, capsys):
     assert main([str(tmp_path / "set" / "images"), str(tmp_path / "cli.npz")]) == 0
     assert "arr_0 uint8 (2, 4, 4, 3)" in capsys.readouterr().out
     assert np.array_equal(np.load(tmp_path / "cli.npz")["arr_0"], want)
+
+
+def test_export_reads_the_sample_stage_shard(tmp_path):
+    import torch
+
+    from genvpt.sampling import write_sample_images
+
+    want = np.random.default_rng(1).integers(0, 256, (4, 6, 5, 3), dtype=np.uint8)
+    d = tmp_path / "set"
+    d.mkdir()
+    write_sample_images(d, torch.from_numpy(want).permute(0, 3, 1, 2))
+    (d / "record.json").write_text(json.dumps({"n": 4, "name": "var", "labels": [0, 0, 1, 1]}))
+    info = export_adm_npz(d, tmp_path / "out.npz")
+    assert info["from"].endswith("images.tar") and info["shape"] == [4, 6, 5, 3]
+    with np.load(tmp_path / "out.npz") as z:
+        assert np.array_equal(z["arr_0"], want) and z["arr_1"].tolist() == [0, 0, 1, 1]
+    (d / "record.json").write_text(json.dumps({"n": 5, "name": "var"}))  # a shard short of the record's count
+    with pytest.raises(ValueError, match=r"images\.tar: 4 members .*n=5"):
+        export_adm_npz(d, tmp_path / "bad.npz")
 
 
 def test_errors_name_the_folder(tmp_path, capsys):

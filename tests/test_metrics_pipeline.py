@@ -129,10 +129,16 @@ def test_sample_stage_writes_seeded_sets_torch_fidelity_can_read(workspace, samp
     assert s.record["sample_time_per_image_s"] > 0 and s.record["peak_memory_mb"] > 0
     imgs = s.load_images()
     assert imgs.shape == (12, 3, 16, 16) and imgs.dtype == torch.uint8
-    # torch-fidelity's own directory reader finds the same images
+    # one file per set: images.tar holds the PNGs in index order, byte-identical when written again
+    assert sorted(p.name for p in s.dir.iterdir()) == ["images.tar", "record.json"]
+    import tarfile
+
+    with tarfile.open(s.shard) as tar:
+        assert tar.getnames() == [f"{i:06d}.png" for i in range(12)]
+    # extracted (SampleSet.extract, or tar -xf), torch-fidelity's own directory reader finds the same images
     from torch_fidelity.utils import prepare_input_from_id
 
-    ds = prepare_input_from_id(1, input1=str(s.image_dir), verbose=False)
+    ds = prepare_input_from_id(1, input1=str(s.extract(root / "extracted")), verbose=False)
     assert len(ds) == 12 and torch.equal(ds[5], imgs[5])
     # seeded: the same sampling seed gives identical images, another seed other images
     params = load_params(root / "params.yaml")
@@ -141,6 +147,7 @@ def test_sample_stage_writes_seeded_sets_torch_fidelity_can_read(workspace, samp
                                    show_progress=False, seed=3)
     assert again["labels"] == s.record["labels"]
     assert torch.equal(SampleSet(root / "again").load_images(), imgs)
+    assert (root / "again" / "images.tar").read_bytes() == s.shard.read_bytes()
     assert not torch.equal(SampleSet(root / "samples" / "ar" / "seed-4").load_images(), imgs)
     assert not [p for p in (root / "samples").rglob(".*")]
     # the score stage reads what the sample stage wrote

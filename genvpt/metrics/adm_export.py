@@ -7,7 +7,7 @@ The evaluator opens the zip member ``arr_0.npy`` of the file and streams it in b
 version 1.0 / 2.0 ``.npy`` header, C order, no objects), casting each batch to float32 and feeding it, NHWC in
 [0, 255], to its Inception graph. So the batch written here is:
 
-* ``arr_0``: uint8 ``[N, H, W, 3]``, C order, the images in file-name order (a genvpt sample set's order: class 0
+* ``arr_0``: uint8 ``[N, H, W, 3]``, C order, the images in index order (a genvpt sample set's order: class 0
   first), each converted to RGB and, with ``size``, resized to ``size`` x ``size`` with PIL's bicubic filter (the
   reference batches of the published numbers are 256 x 256 for ImageNet 256, 512 x 512 for ImageNet 512);
 * ``arr_1``: int64 ``[N]`` class labels, when the folder is a sample set with a ``record.json`` (guided-diffusion's
@@ -20,61 +20,72 @@ The file is an uncompressed zip (what ``np.savez`` writes) built image by image,
 from __future__ import annotations
 
 import argparse
-import json
+import io
 import os
 import sys
 import zipfile
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Iterator, NamedTuple, Optional
 
 import numpy as np
 from PIL import Image
 
 from ..io import atomic_path
 
-__all__ = ["export_adm_npz", "sample_files", "ADM_ARRAY"]
+__all__ = ["export_adm_npz", "image_source", "ImageSource", "ADM_ARRAY"]
 
 ADM_ARRAY = "arr_0"  # the array the evaluator reads
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
-def sample_files(sample_dir: str | os.PathLike) -> tuple[Path, list[Path], Optional[list[int]]]:
-    """(image folder, sorted image files, labels or None) of a sample set (``<dir>/images/*.png`` + ``record.json``)
-    or of a plain folder of images."""
+class ImageSource(NamedTuple):
+    """The images of a sample set or folder: where they are, how many, a reader of (name, file) pairs in order."""
+    where: Path
+    count: int
+    read: Callable[[], Iterator[tuple[str, Any]]]  # each call iterates anew; file = a path or a file object
+    labels: Optional[list[int]]
+
+
+def image_source(sample_dir: str | os.PathLike) -> ImageSource:
+    """The images of a sample set (``images.tar`` or ``images/*.png``, and ``record.json``, whose labels come along)
+    or of a plain folder of PNG/JPEG images."""
+    from ..sampling import IMAGES_SHARD, SampleSet
+
     d = Path(sample_dir)
     if not d.is_dir():
         raise FileNotFoundError(f"sample folder {d} not found")
+    if (d / "record.json").is_file() and ((d / IMAGES_SHARD).is_file() or (d / "images").is_dir()):
+        s = SampleSet(d)  # checks the image count against record.json's n
+        labels = None
+        if s.record.get("labels") is not None:
+            labels = [int(x) for x in s.record["labels"]]
+            if len(labels) != int(s.record["n"]):
+                raise ValueError(f"{d / 'record.json'}: {len(labels)} labels for {s.record['n']} images")
+        where = s.shard if s.files is None else s.image_dir
+        if int(s.record["n"]) == 0:
+            raise ValueError(f"no images in {where}: nothing to export")
+        return ImageSource(where, int(s.record["n"]), lambda: ((n, io.BytesIO(b)) for n, b in s.pngs()), labels)
     image_dir = d / "images" if (d / "images").is_dir() else d
     files = sorted(p for p in image_dir.iterdir() if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES)
     if not files:
         raise ValueError(f"no PNG/JPEG images in {image_dir}: nothing to export")
-    labels = None
-    rec_path = d / "record.json"
-    if rec_path.is_file():
-        rec = json.loads(rec_path.read_text(encoding="utf-8"))
-        if "n" in rec and int(rec["n"]) != len(files):
-            raise ValueError(f"{image_dir}: {len(files)} images but {rec_path} says n={rec['n']} (incomplete set?)")
-        if rec.get("labels") is not None:
-            labels = [int(x) for x in rec["labels"]]
-            if len(labels) != len(files):
-                raise ValueError(f"{rec_path}: {len(labels)} labels for {len(files)} images in {image_dir}")
-    return image_dir, files, labels
+    return ImageSource(image_dir, len(files), lambda: ((f.name, f) for f in files), None)
 
 
-def _image_sizes(image_dir: Path, files: list[Path]) -> tuple[int, int]:
-    """The common (width, height) of ``files`` (read from the headers only); an error naming the folder otherwise."""
-    sizes: dict[tuple[int, int], Path] = {}
-    for f in files:
+def _image_sizes(src: ImageSource) -> tuple[int, int]:
+    """The common (width, height) of the images (read from the headers only); an error naming them otherwise."""
+    sizes: dict[tuple[int, int], str] = {}
+    for name, f in src.read():
         with Image.open(f) as im:
-            sizes.setdefault(im.size, f)
+            sizes.setdefault(im.size, name)
     if len(sizes) > 1:
-        shown = ", ".join(f"{w}x{h} ({p.name})" for (w, h), p in sorted(sizes.items()))
-        raise ValueError(f"images of different sizes in {image_dir}: {shown}; the ADM batch needs one size")
+        shown = ", ".join(f"{w}x{h} ({n})" for (w, h), n in sorted(sizes.items()))
+        raise ValueError(f"images of different sizes in {src.where}: {shown}; the ADM batch needs one size")
     return next(iter(sizes))
 
 
-def _read_rgb(path: Path, size: Optional[int]) -> np.ndarray:
-    with Image.open(path) as im:
+def _read_rgb(f: Any, size: Optional[int]) -> np.ndarray:
+    with Image.open(f) as im:
         im = im.convert("RGB")
         if size is not None and im.size != (size, size):
             im = im.resize((size, size), resample=Image.BICUBIC)
@@ -88,33 +99,34 @@ def _npy_header(shape: tuple[int, ...], dtype: np.dtype) -> dict:
 def export_adm_npz(sample_dir: str | os.PathLike, out_path: str | os.PathLike, *, size: Optional[int] = None) -> dict:
     """Write the images of ``sample_dir`` as an ADM-evaluator batch at ``out_path``; returns a summary dict.
 
-    ``sample_dir``: a sample set (``images/*.png`` and ``record.json``, as the sample stage writes under
+    ``sample_dir``: a sample set (``images.tar`` and ``record.json``, as the sample stage writes under
     ``data/samples/<row>/seed-<s>/``) or any folder of PNG/JPEG files. ``size``: resize every image to
     ``size`` x ``size`` (PIL bicubic); None keeps the images' own size. Images of different sizes, or no images,
     are an error naming the folder.
     """
     if size is not None and int(size) < 1:
         raise ValueError(f"size must be a positive number of pixels, got {size}")
-    image_dir, files, labels = sample_files(sample_dir)
-    w, h = _image_sizes(image_dir, files)
+    src = image_source(sample_dir)
+    labels = src.labels
+    w, h = _image_sizes(src)
     out_hw = (int(size), int(size)) if size is not None else (h, w)
-    shape = (len(files), out_hw[0], out_hw[1], 3)
+    shape = (src.count, out_hw[0], out_hw[1], 3)
     out_path = Path(out_path)
     with atomic_path(out_path, suffix=".tmp") as tmp:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
             with zf.open(f"{ADM_ARRAY}.npy", "w", force_zip64=True) as fh:
                 np.lib.format.write_array_header_1_0(fh, _npy_header(shape, np.uint8))
-                for f in files:
+                for name, f in src.read():
                     arr = _read_rgb(f, size)
                     if arr.shape != shape[1:]:  # defensive: a file changed after its size was read
-                        raise ValueError(f"{f}: {arr.shape} differs from the batch's {shape[1:]}")
+                        raise ValueError(f"{src.where}/{name}: {arr.shape} differs from the batch's {shape[1:]}")
                     fh.write(arr.tobytes())
             if labels is not None:
                 with zf.open("arr_1.npy", "w", force_zip64=True) as fh:
                     np.lib.format.write_array(fh, np.asarray(labels, dtype=np.int64))
-    return {"path": str(out_path), "images": len(files), "shape": list(shape), "dtype": "uint8",
+    return {"path": str(out_path), "images": src.count, "shape": list(shape), "dtype": "uint8",
             "source_size": [h, w], "resized": size is not None and (h, w) != out_hw,
-            "labels": labels is not None, "from": str(image_dir)}
+            "labels": labels is not None, "from": str(src.where)}
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -2,7 +2,7 @@
 
 A report row (a frozen generator family, or an adaptation configuration) has several sample sets, one per seed::
 
-    <samples>/<row>/seed-<s>/images/000000.png ...   index order = label order
+    <samples>/<row>/seed-<s>/images.tar                 PNG members 000000.png ...; index order = label order
     <samples>/<row>/seed-<s>/record.json             n, labels, class names, sampling time / memory, and
                                                      row, kind (frozen | adapted), backbone, method, seed,
                                                      spread_over (sampling_seed | training_seed), train_record,
