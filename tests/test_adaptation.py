@@ -106,6 +106,30 @@ def test_vpt_prompt_generator_parameter_counts():
     assert count(condition="instance") == (4 * R + 1) * S * D
 
 
+@pytest.mark.parametrize("bb", ["ar", "maskgit"])
+def test_vpt_additive_prompts_start_at_the_scale_of_the_backbones_class_embeddings(bb):
+    from genvpt.adaptation.method import MethodInfo
+
+    b = tiny_backbone(bb)
+    R = len(CLASSES)
+    info = MethodInfo(num_classes=R, instance_labels=list(range(R)))
+    labels = torch.arange(R)
+    if b.null_label >= 0:
+        labels = torch.cat([labels, torch.tensor([b.null_label])])
+    emb_std = b.condition_embeddings(labels).std(dim=-1).mean().item()
+    stds = {}
+    for gain in ("embedding", "unit"):
+        m = build_method(_cfg(bb, "vpt", factorization="additive", prompt_length=3, norm_gain=gain, dropout=0.0),
+                         b, info, 0)
+        m.setup(None)
+        m.eval()
+        with torch.no_grad():
+            stds[gain] = m.prompts(torch.arange(R + 1)).std(dim=-1).mean().item()
+    assert stds["unit"] == pytest.approx(1.0, rel=0.02)  # the released code: the LayerNorm's own unit scale
+    assert stds["embedding"] == pytest.approx(emb_std, rel=0.02)  # the frozen model's input scale
+    assert abs(emb_std - 1.0) > 0.05  # the tiny backbone's embeddings are not unit-scale: the two differ
+
+
 def test_vpt_prompt_takes_the_class_token_slot():
     b = tiny_backbone("ar")
     g = b.generator

@@ -96,7 +96,7 @@ class ReportParams(StrictModel):
     # headline comparisons "row_a:row_b" (each difference stated with both spreads and whether it is beyond them)
     compare: list[str] = Field(default_factory=lambda: [
         "vpt-ar:ar", "vpt-maskgit:maskgit", "vpt-ar-factorized:vpt-ar", "vpt-maskgit-factorized:vpt-maskgit",
-        "mvp:var", "lora:mvp"])
+        "vpt-ar-factorized:ar", "vpt-maskgit-factorized:maskgit", "mvp:var", "lora:mvp"])
 
     @field_validator("compare")
     @classmethod

@@ -7,7 +7,11 @@ prompt token generator P(c) from a condition c.
 * ``factorization``:
   - ``none``: a table of (R+1) x S x D prompt vectors;
   - ``additive`` (the released code's ``PromptGenerator``): condition embedding [R+1, D] + position embedding
-    [S, D], LayerNorm (eps 1e-12), an optional Dense D->D (``dense``), dropout;
+    [S, D], LayerNorm (eps 1e-12), an optional Dense D->D (``dense``), dropout. The LayerNorm's output has unit
+    scale; the released code feeds it to a MaskGIT whose embedding stage ends in a LayerNorm, so its prompts enter at
+    the scale of the frozen model's own inputs. ``norm_gain: embedding`` (the default) keeps that property on any
+    backbone: the LayerNorm's gain starts at the per-vector std of the backbone's class-token embeddings (about 1 on
+    genvpt's MaskGIT, 0.04 on the taming GPT, whose embeddings have no LayerNorm); ``unit`` starts it at 1;
   - ``product`` (rank F): prompt[c, s] = sum_f a[c, f] * B[f, s, :] with a [R+1, F] and B [F, S, D].
 * As in the released code the prompt takes the class token's slot (``replace_class_token``); the backbone's loss is
   then next-token cross-entropy after the prompt (AR) or the masked-token cross-entropy with label smoothing 0.1 and
@@ -20,7 +24,6 @@ from __future__ import annotations
 from typing import Literal, Optional
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
@@ -36,6 +39,9 @@ class VPTParams(StrictModel):
     factorization: Literal["none", "additive", "product"] = "none"
     rank: int = Field(default=4, ge=1)  # F of the product factorization
     dense: bool = False  # additive: the optional Dense after the LayerNorm
+    # additive: the LayerNorm's gain at the start; embedding = the std of the backbone's class-token embeddings (the
+    # prompts enter at the scale of the frozen model's inputs), unit = 1 (the released code, on a LayerNormed MaskGIT)
+    norm_gain: Literal["embedding", "unit"] = "embedding"
     dropout: float = Field(default=0.1, ge=0.0, lt=1.0)  # on the prompts in training (released code: 0.1)
     init_std: float = Field(default=0.02, ge=0.0)
     # normal: N(0, init_std) (the released code); condition: every prompt token of condition c starts as the frozen
@@ -89,6 +95,8 @@ class VPT(Method):
     @torch.no_grad()
     def setup(self, ctx) -> None:
         p = self.params
+        if p.factorization == "additive" and p.norm_gain == "embedding":
+            self.norm.weight.fill_(self.embedding_std())
         if p.init != "condition":
             return
         if p.factorization == "product":
@@ -105,6 +113,15 @@ class VPT(Method):
             self.table.add_(emb[:, None, :])
         else:
             self.cond_emb.add_(emb)
+
+    @torch.no_grad()
+    def embedding_std(self) -> float:
+        """The mean per-vector std of the frozen backbone's class-token embeddings (null class included)."""
+        bb = self.backbone
+        labels = torch.arange(self.info.num_classes)
+        if bb.null_label >= 0:
+            labels = torch.cat([labels, torch.tensor([bb.null_label])])
+        return float(bb.condition_embeddings(labels.to(bb.device)).float().std(dim=-1).mean())
 
     def prompts_device(self) -> torch.device:
         return next(self.parameters()).device
