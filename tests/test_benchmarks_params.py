@@ -175,3 +175,34 @@ def test_tokenizer_benchmark_sizes_are_params(changed_params):
         _, cfg = embedded_tokenizer(st, family)
         assert cfg == model_config(family, getattr(changed_params.tokenizer, family), changed_params.source.image_size)
     assert st["tokenizer.tokenize.batch_size"] == 128 and st["tokenizer.num_threads"] == 2
+
+
+def test_stage_times_sums_what_each_stage_recorded(tmp_path, monkeypatch):
+    import json
+
+    mod = _load("stage_times")
+
+    def put(rel, obj):
+        p = tmp_path / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(json.dumps(obj))
+
+    put("tokenizers/vqgan/metrics.json", {"train_seconds": 100.0, "eval_seconds": 5.0})
+    put("generators/ar/metrics.json", {"stage_seconds": 60.0, "train_seconds": 50.0})  # the stage's own total counts
+    put("adapted/vpt-ar/seed-0/record.json", {"train_time_s": 10.0})
+    put("adapted/vpt-ar/seed-1/record.json", {"train_time_s": 12.0})
+    put("samples/ar/seed-0/record.json", {"load_time_s": 1.0, "sample_time_s": 4.0})
+    put("classify/digits/pgn/seed-0/record.json", {"train_time_s": 30.0})
+    put("targets/new-classes/adapted/vpt-ar/seed-0/record.json", {"train_time_s": 7.0})
+    put("targets/new-classes/samples/ar/seed-0/record.json", {"load_time_s": 0.5, "sample_time_s": 2.5})
+    rows = mod.collect(tmp_path)
+    assert {k: r["seconds"] for k, r in rows.items()} == {
+        "pretrain_tokenizer": 105.0, "pretrain_generator": 60.0, "adapt": 22.0, "sample": 5.0, "classify": 30.0,
+        "extra_target": 10.0}
+    assert rows["adapt"]["instances"] == 1 and rows["adapt"]["records"] == 2
+    assert rows["extra_target"]["instances"] == 1 and rows["extra_target"]["records"] == 2
+    monkeypatch.setenv("GENVPT_BENCH_RESULTS", str(tmp_path / "out"))
+    assert mod.main(["--data", str(tmp_path)]) == 0
+    out = json.loads((tmp_path / "out" / "stage_times.json").read_text())
+    assert out["total_seconds"] == 232.0 and "score" in out["not_recorded"]
+    assert mod.main(["--data", str(tmp_path / "empty")]) == 2  # nothing recorded: an error, no file
