@@ -24,17 +24,17 @@ import logging
 import math
 import multiprocessing
 import os
-import tarfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 import numpy as np
 import torch
 from PIL import Image
 from tqdm import tqdm
 
+from .datasets.shards import ShardError, iter_tar_samples, scan_shard
 from .io import atomic_dir, read_json, write_json
 from .sampling_params import SampleConfig, SampleParams
 from .training import count_parameters, resolve_device
@@ -141,18 +141,21 @@ def write_png(path: Path, img: np.ndarray) -> None:
 
 
 class ImageShardWriter:
-    """Writes a sample set's ``images.tar``: PNG members ``000000.png``, ``000001.png``, ... in the order added.
-    Member headers are fixed (mode 0644, owner 0, mtime 0), so the same images give the same bytes."""
+    """Writes a sample set's ``images.tar`` with WebDataset's TarWriter, as the prepare stage writes its shards
+    (fixed mtime): PNG members ``000000.png``, ``000001.png``, ... in the order added; the same images give the same
+    bytes."""
 
     def __init__(self, path: str | os.PathLike):
+        import webdataset as wds
+
+        from .datasets.shards import FIXED_MTIME
+
         self.path = Path(path)
         self.n = 0
-        self._tar = tarfile.open(self.path, "w", format=tarfile.USTAR_FORMAT)
+        self._tar = wds.TarWriter(str(self.path), mtime=FIXED_MTIME)
 
     def add_png(self, data: bytes) -> None:
-        info = tarfile.TarInfo(f"{self.n:06d}.png")
-        info.size, info.mtime, info.mode = len(data), 0, 0o644
-        self._tar.addfile(info, io.BytesIO(data))
+        self._tar.write({"__key__": f"{self.n:06d}", "png": data})
         self.n += 1
 
     def add(self, images_NHWC: np.ndarray) -> None:
@@ -374,11 +377,11 @@ class SampleSet:
         self.shard = self.dir / IMAGES_SHARD
         self.image_dir = self.dir / "images"
         if self.shard.is_file():
-            names = _shard_members(self.shard)
-            want = [f"{i:06d}.png" for i in range(n)]
-            if names != want:
-                raise ValueError(f"{self.shard}: {len(names)} members {_first_diff(names, want)}; record.json says "
-                                 f"n={n} (members 000000.png ... {n - 1:06d}.png expected)")
+            keys = scan_shard(self.shard, SampleShardError)  # headers checked, data skipped
+            want = [f"{i:06d}" for i in range(n)]
+            if keys != want:
+                raise SampleShardError(f"{self.shard}: {len(keys)} members {_first_diff(keys, want)}; record.json "
+                                       f"says n={n} (members 000000.png ... {n - 1:06d}.png expected)")
             self.files: Optional[list[Path]] = None
         elif self.image_dir.is_dir():
             files = sorted(self.image_dir.glob("*.png"))
@@ -387,6 +390,11 @@ class SampleSet:
             self.files = files
         else:
             raise FileNotFoundError(f"sample set {self.dir} has neither {IMAGES_SHARD} nor an images/ folder")
+
+    @property
+    def images_path(self) -> Path:
+        """Where the images are: ``images.tar``, or the ``images/`` folder of a set made by hand."""
+        return self.image_dir if self.files is not None else self.shard
 
     @property
     def name(self) -> str:
@@ -406,19 +414,13 @@ class SampleSet:
             for f in self.files:
                 yield f.name, f.read_bytes()
             return
-        with tarfile.open(self.shard, "r:") as tar:
-            for m in tar:
-                fh = tar.extractfile(m) if m.isfile() else None
-                if fh is None:
-                    raise ValueError(f"{self.shard}: member {m.name!r} is not a regular file")
-                yield m.name, fh.read()
+        for sample in iter_tar_samples(self.shard, SampleShardError):
+            if "png" not in sample:
+                raise SampleShardError(f"{self.shard}: sample {sample['__key__']!r} has no .png member")
+            yield f"{sample['__key__']}.png", sample["png"]
 
     def load_images(self) -> torch.Tensor:
-        arrs = []
-        for name, data in self.pngs():
-            with Image.open(io.BytesIO(data)) as im:
-                arrs.append(np.asarray(im.convert("RGB"), dtype=np.uint8))
-        return _stack_hwc(arrs, self.dir)
+        return _decode_rgb((io.BytesIO(data) for _, data in self.pngs()), self.dir)
 
     def extract(self, folder: str | os.PathLike) -> Path:
         """The images as PNG files ``folder/000000.png`` ... (the folder torch-fidelity and other tools read)."""
@@ -429,22 +431,23 @@ class SampleSet:
         return out
 
 
-def _shard_members(path: Path) -> list[str]:
-    try:
-        with tarfile.open(path, "r:") as tar:
-            return [m.name for m in tar]
-    except (tarfile.TarError, OSError) as err:
-        raise ValueError(f"{path}: unreadable image shard ({type(err).__name__}: {err})") from err
+class SampleShardError(ShardError, ValueError):
+    """A sample set's images.tar is unreadable, unsafe, cut short or does not match its record.json."""
 
 
-def _first_diff(names: list[str], want: list[str]) -> str:
-    for a, b in zip(names, want):
+def _first_diff(keys: list[str], want: list[str]) -> str:
+    for a, b in zip(keys, want):
         if a != b:
             return f"({a!r} where {b!r} belongs)"
-    return "(some missing)" if len(names) < len(want) else "(more than expected)" if len(names) > len(want) else ""
+    return "(some missing)" if len(keys) < len(want) else "(more than expected)" if len(keys) > len(want) else ""
 
 
-def _stack_hwc(arrs: list[np.ndarray], where: Path) -> torch.Tensor:
+def _decode_rgb(sources: Iterable[Any], where: Path) -> torch.Tensor:
+    """uint8 [N,3,H,W] from image files or file objects; images of different sizes are an error naming ``where``."""
+    arrs = []
+    for f in sources:
+        with Image.open(f) as im:
+            arrs.append(np.asarray(im.convert("RGB"), dtype=np.uint8))
     sizes = {a.shape for a in arrs}
     if len(sizes) > 1:
         raise ValueError(f"images of different sizes {sorted(sizes)} in {where}")
@@ -452,11 +455,7 @@ def _stack_hwc(arrs: list[np.ndarray], where: Path) -> torch.Tensor:
 
 
 def load_png_files(files: list[Path]) -> torch.Tensor:
-    arrs = []
-    for f in files:
-        with Image.open(f) as im:
-            arrs.append(np.asarray(im.convert("RGB"), dtype=np.uint8))
-    return _stack_hwc(arrs, files[0].parent)
+    return _decode_rgb(files, files[0].parent)
 
 
 def read_sample_set(directory: str | os.PathLike) -> SampleSet:

@@ -61,7 +61,7 @@ def image_source(sample_dir: str | os.PathLike) -> ImageSource:
             labels = [int(x) for x in s.record["labels"]]
             if len(labels) != int(s.record["n"]):
                 raise ValueError(f"{d / 'record.json'}: {len(labels)} labels for {s.record['n']} images")
-        where = s.shard if s.files is None else s.image_dir
+        where = s.images_path
         if int(s.record["n"]) == 0:
             raise ValueError(f"no images in {where}: nothing to export")
         return ImageSource(where, int(s.record["n"]), lambda: ((n, io.BytesIO(b)) for n, b in s.pngs()), labels)

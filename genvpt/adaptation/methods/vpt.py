@@ -10,8 +10,8 @@ prompt token generator P(c) from a condition c.
     [S, D], LayerNorm (eps 1e-12), an optional Dense D->D (``dense``), dropout. The LayerNorm's output has unit
     scale; the released code feeds it to a MaskGIT whose embedding stage ends in a LayerNorm, so its prompts enter at
     the scale of the frozen model's own inputs. ``norm_gain: embedding`` (the default) keeps that property on any
-    backbone: the LayerNorm's gain starts at the per-vector std of the backbone's class-token embeddings (about 1 on
-    genvpt's MaskGIT, 0.04 on the taming GPT, whose embeddings have no LayerNorm); ``unit`` starts it at 1;
+    backbone: the LayerNorm's gain starts at the per-vector std of the backbone's class-token embeddings (near 1 on
+    genvpt's MaskGIT, far below it on the taming GPT, whose embeddings have no LayerNorm); ``unit`` starts it at 1;
   - ``product`` (rank F): prompt[c, s] = sum_f a[c, f] * B[f, s, :] with a [R+1, F] and B [F, S, D].
 * As in the released code the prompt takes the class token's slot (``replace_class_token``); the backbone's loss is
   then next-token cross-entropy after the prompt (AR) or the masked-token cross-entropy with label smoothing 0.1 and
@@ -95,33 +95,33 @@ class VPT(Method):
     @torch.no_grad()
     def setup(self, ctx) -> None:
         p = self.params
-        if p.factorization == "additive" and p.norm_gain == "embedding":
-            self.norm.weight.fill_(self.embedding_std())
+        gain = p.factorization == "additive" and p.norm_gain == "embedding"
+        if p.init == "condition" and p.factorization == "product":
+            raise ValueError("vpt init 'condition' needs factorization none or additive")
+        if not gain and p.init != "condition":
+            return
+        emb = self.row_embeddings()  # [R+1, D]
+        if gain:  # the prompts start at the scale of the backbone's own condition embeddings
+            self.norm.weight.fill_(float(emb.float().std(dim=-1).mean()))
         if p.init != "condition":
             return
-        if p.factorization == "product":
-            raise ValueError("vpt init 'condition' needs factorization none or additive")
-        bb = self.backbone
-        if p.condition == "instance":
-            labels = torch.tensor(self.info.instance_labels, dtype=torch.long)
-        else:
-            labels = torch.arange(self.info.num_classes)
-        null = bb.null_label if bb.null_label >= 0 else 0
-        labels = torch.cat([labels, torch.tensor([null])]).to(bb.device)
-        emb = bb.condition_embeddings(labels).to(self.prompts_device())  # [R+1, D]
         if p.factorization == "none":
             self.table.add_(emb[:, None, :])
         else:
             self.cond_emb.add_(emb)
 
     @torch.no_grad()
-    def embedding_std(self) -> float:
-        """The mean per-vector std of the frozen backbone's class-token embeddings (null class included)."""
+    def row_embeddings(self) -> torch.Tensor:
+        """[R+1, D]: the frozen backbone's class-token embedding of every prompt row's condition (instances: their
+        class's; the null row: the null class, or class 0 for a backbone without one)."""
         bb = self.backbone
-        labels = torch.arange(self.info.num_classes)
-        if bb.null_label >= 0:
-            labels = torch.cat([labels, torch.tensor([bb.null_label])])
-        return float(bb.condition_embeddings(labels.to(bb.device)).float().std(dim=-1).mean())
+        if self.params.condition == "instance":
+            labels = torch.tensor(self.info.instance_labels, dtype=torch.long)
+        else:
+            labels = torch.arange(self.info.num_classes)
+        null = bb.null_label if bb.null_label >= 0 else 0
+        labels = torch.cat([labels, torch.tensor([null])]).to(bb.device)
+        return bb.condition_embeddings(labels).to(self.prompts_device())
 
     def prompts_device(self) -> torch.device:
         return next(self.parameters()).device
