@@ -51,6 +51,7 @@ COMBOS = [
     ("ar", "lora", {}), ("maskgit", "lora", {}), ("var", "lora", {}),
     ("ar", "adapter", {}), ("maskgit", "adapter", {}), ("var", "adapter", {}),
     ("maskgit", "finetune", {}), ("ar", "scratch", {}), ("var", "finetune", {}),
+    ("ar", "vpt", {"gate": True, "replace_class_token": False}), ("var", "prefilled", {"gate": True}),
 ]
 
 
@@ -421,3 +422,42 @@ def test_vpt_condition_init_starts_near_the_frozen_conditioning(bb):
         frozen, _ = b.loss(batch, data.labels, Injections(), generator=g())
     # (MaskGIT's class token sits after the image tokens; bidirectional attention does not see the order)
     assert torch.allclose(prompted, frozen, atol=1e-5)
+
+
+@pytest.mark.parametrize("bb,method,opts", [("ar", "vpt", {"replace_class_token": False}), ("maskgit", "vpt",
+                         {"replace_class_token": False}), ("var", "prefilled", {}), ("ar", "prefilled", {})])
+def test_gated_prompts_start_at_the_frozen_backbone_and_open_with_training(tmp_path, bb, method, opts):
+    """gate: true (zero-init gated prompt attention): at step 0 the prompted loss is the frozen backbone's, whatever
+    the prompts hold; without the gate the same prompts move it; training opens the gates."""
+    from genvpt.adaptation.method import MethodInfo
+    from genvpt.adaptation.train import TrainContext
+
+    b = tiny_backbone(bb)
+    data = tiny_data(bb, n=6)
+    idx = torch.arange(6)
+    batch = b.batch(data.scales, idx)
+    g = lambda: torch.Generator().manual_seed(5)  # noqa: E731
+    losses = {}
+    for gate in (True, False):
+        m = build_method(_cfg(bb, method, gate=gate, init_std=0.5, **opts), b, MethodInfo(num_classes=3), 0)
+        m.setup(TrainContext(b, data, None, torch.device("cpu"), 0, False))
+        m.eval()
+        with torch.no_grad():
+            losses[gate], _ = b.loss(batch, data.labels, m.injections(data.labels, idx=idx), generator=g())
+    with torch.no_grad():
+        frozen, _ = b.loss(batch, data.labels, Injections(), generator=g())
+    assert torch.allclose(losses[True], frozen, atol=1e-5)
+    assert not torch.allclose(losses[False], frozen, atol=1e-3)
+    backbone, source = _files(tmp_path, bb)
+    before = state_hash(backbone.generator)
+    train_adaptation(_cfg(bb, method, {"lr": 0.05}, gate=True, **opts), backbone=backbone, data=tiny_data(bb),
+                     out_dir=tmp_path / "out", progress=False, source=source)
+    assert state_hash(backbone.generator) == before
+    _, sd, _ = load_model_file(tmp_path / "out" / "model.pt", "adapted")
+    gate = next(v for k, v in sd.items() if k.endswith("gate"))
+    assert gate.shape == backbone.gate_shape and gate.abs().max() > 0
+
+
+def test_a_gated_vpt_prompt_needs_the_class_token():
+    with pytest.raises(Exception, match="replace_class_token: false"):
+        _cfg("ar", "vpt", gate=True)

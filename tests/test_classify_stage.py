@@ -196,7 +196,7 @@ def test_dvc_yaml_has_a_classify_instance_per_configuration_and_dataset():
                                                                f"results/classify/{data}/{name}.json"}
                 assert {"data/clip-vit/model.pt", f"data/prepared/classify/{data}"} <= {str(d.def_path)
                                                                                        for d in st.deps}
-        assert not [s for s in stages if s.startswith("classify@") and s.rsplit("-", 1)[-1] not in datasets]
+        assert not [s for s in stages if s.startswith("classify@") and not any(s.endswith(f"-{d}") for d in datasets)]
         assert {str(o.def_path) for o in stages["pretrain_clip_vit"].outs} >= {"data/clip-vit/model.pt",
                                                                               "data/clip-vit/metrics.json"}
         assert "results/classify" in {str(d.def_path) for d in stages["report"].deps}
@@ -245,6 +245,29 @@ def test_report_columns_are_the_datasets_in_params_order(ws, tmp_path):
     # a column or row params no longer name is left out of the table
     kept = load_classify_results(tmp_path / "scores", order=list(CONFIGS)[:1], dataset_order=["zeta"])
     assert {(r["name"], r["dataset"]["column"]) for r in kept} == {(list(CONFIGS)[0], "zeta")}
+
+
+def test_report_columns_of_one_domain_at_two_sizes_stay_apart(ws, tmp_path):
+    """Two columns whose datasets share a label (the textured target and the same domain at 400 images per class)
+    are two columns of the table, the second named with its column, not one column overwritten."""
+    from genvpt.io import read_json, write_json
+    from genvpt.report.classify import classify_rows, inversion_rows, load_classify_results
+
+    src = sorted((ws["root"] / "out").glob("*.json"))
+    for column, shift in (("target", 0.0), ("textured-large", 0.25)):
+        for p in src:
+            d = read_json(p)
+            d["dataset"] = {**d["dataset"], "column": column, "label": "shapes-textured"}
+            t = d["top1"]["test"]
+            t["mean"] = min(1.0, float(t["mean"]) + shift)
+            write_json(tmp_path / "scores" / column / p.name, d)
+    results = load_classify_results(tmp_path / "scores", order=list(CONFIGS),
+                                    dataset_order=["target", "textured-large"])
+    rows, columns = classify_rows(results)
+    assert columns == ["shapes-textured", "shapes-textured (textured-large)"]
+    for r in rows:
+        assert r["shapes-textured (textured-large)"] != r["shapes-textured"]
+    assert {r["dataset"] for r in inversion_rows(results)} <= set(columns)
 
 
 def test_report_section_table_and_best_rule(ws):

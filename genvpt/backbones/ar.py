@@ -11,7 +11,7 @@ from .base import Backbone, Injections
 class ARBackbone(Backbone):
     name = "ar"
     tokenizer_family = "vqgan"
-    features = frozenset({"prefix", "replace_condition"})
+    features = frozenset({"prefix", "replace_condition", "prefix_gate"})
     lora_targets = ("attn.key", "attn.query", "attn.value", "attn.proj", "mlp.0", "mlp.2")
     adapter_sites = r"blocks\.\d+\.(attn|mlp)"
 
@@ -38,15 +38,18 @@ class ARBackbone(Backbone):
     def loss(self, batch: torch.Tensor, labels: Optional[torch.Tensor], inj: Injections, *,
              generator: Optional[torch.Generator] = None) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         self.check_injections(inj)
-        logits, loss = self.generator(batch, labels, prefix_embeds=inj.prefix, replace_start=inj.replace_condition)
+        with self.gating(inj):
+            logits, loss = self.generator(batch, labels, prefix_embeds=inj.prefix, replace_start=inj.replace_condition)
         return loss, logits
 
     def sample_tokens(self, labels: Optional[torch.Tensor], inj: Optional[Injections] = None, *,
                       generator: torch.Generator, **kw: Any) -> torch.Tensor:
         inj = inj or Injections()
         self.check_injections(inj)
-        return self.generator.sample(labels, generator=generator, prefix_embeds=inj.prefix,
-                                     uncond_prefix_embeds=inj.uncond_prefix, replace_start=inj.replace_condition, **kw)
+        with self.gating(inj):
+            return self.generator.sample(labels, generator=generator, prefix_embeds=inj.prefix,
+                                         uncond_prefix_embeds=inj.uncond_prefix, replace_start=inj.replace_condition,
+                                         **kw)
 
     def decode(self, tokens: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():

@@ -12,7 +12,8 @@ A :class:`Backbone` pairs a generator with its tokenizer and knows, for its fami
 Injections (:class:`Injections`) are what an adaptation method hands the frozen network: prefix embeddings
 prepended to the sequence (optionally taking the class token's slot, as VPT-generative's prompts do), the
 unconditional branch's prefix for guidance, additive input offsets per scale (MVP's frame prompts), and a condition
-embedding replacing the class embedding (text-to-image). The training loop, the sampler and the stages talk to this
+embedding replacing the class embedding (text-to-image), and per-layer gates on the prefix's attention (zero-init
+gated prompts: at gate 0 the frozen network's outputs are exactly its own). The training loop, the sampler and the stages talk to this
 interface only; none of them branches on a family name.
 
 Adding a family: one file with a subclass, and one line ``register_backbone("name", Class)`` in
@@ -20,6 +21,7 @@ Adding a family: one file with a subclass, and one line ``register_backbone("nam
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Any, ClassVar, Optional, Sequence
@@ -43,7 +45,9 @@ class Injections:
     learned null prompt); ``input_offsets``: one [B or 1, n_k, D] tensor (or None) per scale, added to the input
     embeddings; ``cond_embeds`` [B, D] replace the class embedding; ``null_embeds`` [1, D] replace the null class in
     guidance's unconditional branch. A list of prefixes (one per decoding step) is allowed where the backbone has
-    the ``per_step_prefix`` feature."""
+    the ``per_step_prefix`` feature. ``prefix_gate`` [layers, heads]: every non-prefix token attends to the prefix
+    through its own softmax scaled by ``tanh(gate)`` (``generators.common.gated_prefix_attend``; the
+    ``prefix_gate`` feature), so that gates at 0 leave the frozen network's outputs as they are without the prefix."""
 
     prefix: Any = None
     replace_condition: bool = False
@@ -51,6 +55,7 @@ class Injections:
     input_offsets: Optional[Sequence[Optional[torch.Tensor]]] = None
     cond_embeds: Optional[torch.Tensor] = None
     null_embeds: Optional[torch.Tensor] = None
+    prefix_gate: Optional[torch.Tensor] = None
 
     def used(self) -> set[str]:
         """The features these injections need from a backbone."""
@@ -65,6 +70,8 @@ class Injections:
             need.add("input_offsets")
         if self.cond_embeds is not None or self.null_embeds is not None:
             need.add("cond_embeds")
+        if self.prefix_gate is not None:
+            need.add("prefix_gate")
         return need
 
 
@@ -79,7 +86,8 @@ class Backbone:
     name: ClassVar[str] = ""
     tokenizer_family: ClassVar[str] = ""
     # injections this family supports: prefix, replace_condition, per_step_prefix, input_offsets, cond_embeds,
-    # soft_decode (a differentiable path from logits to images)
+    # prefix_gate (the generator's gated_attention(): the attention modules that gate a prefix), soft_decode (a
+    # differentiable path from logits to images)
     features: ClassVar[frozenset[str]] = frozenset()
     # module-name suffixes whose forward goes through nn.Linear.__call__ (so a LoRA wrapper takes effect)
     lora_targets: ClassVar[tuple[str, ...]] = ()
@@ -137,6 +145,35 @@ class Backbone:
         """A newly initialised generator of the same family and size (training from scratch)."""
         torch.manual_seed(int(seed))
         return type(self.generator)(self.generator.cfg).to(self.device)
+
+    def _gated_modules(self) -> list:
+        fn = getattr(self.generator, "gated_attention", None)
+        if fn is None:
+            raise ValueError(f"the {self.name} generator {type(self.generator).__name__} has no gated prefix attention")
+        return fn()
+
+    @property
+    def gate_shape(self) -> tuple[int, int]:
+        """[layers, heads] of the prefix gates (:class:`Injections` ``prefix_gate``)."""
+        mods = self._gated_modules()
+        heads = getattr(mods[0], "heads", None) or getattr(mods[0], "n_head")
+        return len(mods), int(heads)
+
+    def gating(self, inj: Optional[Injections]) -> contextlib.AbstractContextManager:
+        """The context in which the generator's attention gates ``inj.prefix`` with ``inj.prefix_gate`` (nothing to
+        do without gates)."""
+        if inj is None or inj.prefix_gate is None:
+            return contextlib.nullcontext()
+        from ..generators.common import prefix_gates
+
+        if inj.replace_condition:
+            raise ValueError("gated prompts keep the condition token (replace_condition false): at gate 0 the frozen "
+                             "network must see its own inputs")
+        if not torch.is_tensor(inj.prefix):
+            raise ValueError("prefix_gate needs one prefix tensor (no per-step prefixes)")
+        if inj.uncond_prefix is not None and inj.uncond_prefix.shape[1] != inj.prefix.shape[1]:
+            raise ValueError("prefix_gate needs the unconditional prefix as long as the prefix")
+        return prefix_gates(self._gated_modules(), int(inj.prefix.shape[1]), inj.prefix_gate)
 
     def check_injections(self, inj: Injections) -> None:
         missing = inj.used() - set(self.features)

@@ -11,7 +11,7 @@ from .base import Backbone, Injections
 class MaskGITBackbone(Backbone):
     name = "maskgit"
     tokenizer_family = "vqgan"
-    features = frozenset({"prefix", "replace_condition", "per_step_prefix"})
+    features = frozenset({"prefix", "replace_condition", "per_step_prefix", "prefix_gate"})
     # the attention's packed in_proj is read as a weight (F.linear), so LoRA goes on out_proj and the MLP
     lora_targets = ("mha.out_proj", "fn.net.0", "fn.net.3")
     adapter_sites = r"transformer\.layers\.\d+\.[01]\.fn"
@@ -39,17 +39,20 @@ class MaskGITBackbone(Backbone):
         """Masked-token cross-entropy (label smoothing 0.1, per-sample mean over the masked tokens, batch mean)."""
         self.check_injections(inj)
         schedule = getattr(self.generator.cfg, "mask_schedule", "cosine")
-        loss = self.generator.loss(batch, labels, prefix_embeds=inj.prefix, replace_class=inj.replace_condition,
-                                   label_smoothing=self.label_smoothing, label_drop=0.0, schedule=schedule,
-                                   generator=generator)
+        with self.gating(inj):
+            loss = self.generator.loss(batch, labels, prefix_embeds=inj.prefix, replace_class=inj.replace_condition,
+                                       label_smoothing=self.label_smoothing, label_drop=0.0, schedule=schedule,
+                                       generator=generator)
         return loss, None
 
     def sample_tokens(self, labels: Optional[torch.Tensor], inj: Optional[Injections] = None, *,
                       generator: torch.Generator, **kw: Any) -> torch.Tensor:
         inj = inj or Injections()
         self.check_injections(inj)
-        return self.generator.sample(labels, generator=generator, prefix_embeds=inj.prefix,
-                                     uncond_prefix_embeds=inj.uncond_prefix, replace_class=inj.replace_condition, **kw)
+        with self.gating(inj):
+            return self.generator.sample(labels, generator=generator, prefix_embeds=inj.prefix,
+                                         uncond_prefix_embeds=inj.uncond_prefix, replace_class=inj.replace_condition,
+                                         **kw)
 
     def decode(self, tokens: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():

@@ -62,7 +62,7 @@ def soft_fhat(logits: torch.Tensor, tokenizer: Any, upto: Sequence[int], *, mode
 class VARBackbone(Backbone):
     name = "var"
     tokenizer_family = "msvq"
-    features = frozenset({"prefix", "input_offsets", "cond_embeds", "soft_decode"})
+    features = frozenset({"prefix", "input_offsets", "cond_embeds", "soft_decode", "prefix_gate"})
     # never mat_qkv: VAR's attention computes F.linear(x, mat_qkv.weight, ...), which bypasses a LoRA wrapper
     lora_targets = ("attn.proj", "ffn.fc1", "ffn.fc2", "ada_lin.1", "head")
     adapter_sites = r"blocks\.\d+\.(attn|ffn)"
@@ -99,8 +99,9 @@ class VARBackbone(Backbone):
         self.check_injections(inj)
         with torch.no_grad():  # the teacher-forcing input is data: no gradient flows into the tokenizer
             x = self.tokenizer.idxBl_to_var_input(list(batch))
-        return self.generator(labels, x, input_offsets=inj.input_offsets, prefix_embeds=inj.prefix,
-                              cond_embeds=inj.cond_embeds)
+        with self.gating(inj):
+            return self.generator(labels, x, input_offsets=inj.input_offsets, prefix_embeds=inj.prefix,
+                                  cond_embeds=inj.cond_embeds)
 
     @torch.no_grad()
     def input_embeddings(self, batch: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -135,9 +136,10 @@ class VARBackbone(Backbone):
                       generator: torch.Generator, **kw: Any) -> list[torch.Tensor]:
         inj = inj or Injections()
         self.check_injections(inj)
-        return self.generator.sample(labels, tokenizer=self.tokenizer, generator=generator,
-                                     input_offsets=inj.input_offsets, prefix_embeds=inj.prefix,
-                                     cond_embeds=inj.cond_embeds, null_embeds=inj.null_embeds, **kw)
+        with self.gating(inj):
+            return self.generator.sample(labels, tokenizer=self.tokenizer, generator=generator,
+                                         input_offsets=inj.input_offsets, prefix_embeds=inj.prefix,
+                                         cond_embeds=inj.cond_embeds, null_embeds=inj.null_embeds, **kw)
 
     def decode(self, tokens: Sequence[torch.Tensor]) -> torch.Tensor:
         with torch.inference_mode():

@@ -150,7 +150,8 @@ class ClassifyParams(StrictModel):
     # the table's columns: name -> overrides of the top-level ``dataset`` block (deep-merged; {} = the pipeline's
     # target itself), each prepared by stage prepare_classify@<name> into data/prepared/classify/<name>/
     datasets: dict[str, Any] = Field(default_factory=lambda: {
-        "target": {}, "outlined": {"name": "shapes", "path": None, "shapes": {"domain": "outlined"}},
+        "target": {}, "textured-large": {"shapes": {"images_per_class": 400}},
+        "outlined": {"name": "shapes", "path": None, "shapes": {"domain": "outlined"}},
         "digits": {"name": "digits", "path": None}})
     inversion: InversionParams = InversionParams()
 

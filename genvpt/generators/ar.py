@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import KVCache, attend, sample_logits, sampling
+from .common import KVCache, attend, gated_prefix_attend, sample_logits, sampling
 from .orders import Order
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,12 @@ class CausalSelfAttention(nn.Module):
         v = self.value(x).view(B, T, h, C // h).transpose(1, 2)
         if cache is not None:
             k, v = cache.update(k, v)
-        y = attend(q, k, v, causal=True, dropout_p=self.attn_drop if self.training else 0.0)
+        drop = self.attn_drop if self.training else 0.0
+        gated = getattr(self, "prefix_gate", None)  # set by common.prefix_gates
+        if gated is None:
+            y = attend(q, k, v, causal=True, dropout_p=drop)
+        else:
+            y = gated_prefix_attend(q, k, v, prefix_len=gated[0], gate=gated[1], causal=True, dropout_p=drop)
         y = y.transpose(1, 2).reshape(B, T, C)
         return self.resid_drop(self.proj(y))
 
@@ -177,6 +182,10 @@ class GPT(nn.Module):
     def _embed(self, idx: torch.Tensor, start_pos: int) -> torch.Tensor:
         T = idx.shape[1]
         return self.tok_emb(idx) + self.pos_emb[:, start_pos:start_pos + T]
+
+    def gated_attention(self) -> list[nn.Module]:
+        """The attention module of every block, in order (what ``common.prefix_gates`` gates)."""
+        return [blk.attn for blk in self.blocks]
 
     def _run(self, x: torch.Tensor, caches: Optional[list[KVCache]] = None) -> torch.Tensor:
         for i, blk in enumerate(self.blocks):

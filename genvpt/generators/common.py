@@ -6,9 +6,10 @@ q/v biases and AdaLN), so each family keeps its own block in its own file and ca
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +21,8 @@ __all__ = [
     "KVCache",
     "compute_dtype",
     "attend",
+    "gated_prefix_attend",
+    "prefix_gates",
     "filter_logits",
     "sample_logits",
     "categorical",
@@ -135,6 +138,72 @@ def attend(
             a = a.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool else a + attn_mask
         return a.softmax(dim=-1).to(v.dtype) @ v
     return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=causal, scale=scale)
+
+
+def gated_prefix_attend(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    prefix_len: int,
+    gate: torch.Tensor,
+    attn_mask: Optional[torch.Tensor] = None,
+    causal: bool = False,
+    dropout_p: float = 0.0,
+    scale: Optional[float] = None,
+) -> torch.Tensor:
+    """Attention with a zero-initialisable gate on the first ``prefix_len`` keys (the prompt tokens), in the manner of
+    LLaMA-Adapter's zero-init attention: a non-prompt query attends to the non-prompt keys exactly as the frozen
+    network does (``attn_mask`` / ``causal`` restricted to them), and adds ``tanh(gate[h])`` times its separate
+    softmax attention over the prompt keys. A prompt query attends to the prompt keys only. At ``gate == 0`` every
+    non-prompt token's output is the frozen network's without the prompt, while the gate's gradient is not zero: a
+    prompt method starts at the frozen model and learns how much to let the prompt in.
+
+    ``q`` [B, H, Tq, D] are the last Tq positions of the keys [B, H, Tk, D] (a cached step); their rows may start
+    with the whole prompt (a full pass, or a cache's prefill) or hold none of it. ``gate`` [H]. ``attn_mask``
+    (boolean or additive) must cover [Tq, Tk]; every non-prompt query sees every prompt key.
+    """
+    P = int(prefix_len)
+    Tq, Tk = q.shape[-2], k.shape[-2]
+    if not 0 < P <= Tk:
+        raise ValueError(f"prefix_len {P} must lie in [1, {Tk}] (the keys)")
+    n_pq = max(0, P - (Tk - Tq))  # leading query rows that are prompt tokens
+    if n_pq not in (0, P):
+        raise ValueError(f"a query chunk of {Tq} rows starts inside the {P}-token prompt")
+    if attn_mask is not None and tuple(attn_mask.shape[-2:]) != (Tq, Tk):
+        raise ValueError(f"attn_mask covers {tuple(attn_mask.shape[-2:])}, the attention is {(Tq, Tk)}")
+
+    def part(m: Optional[torch.Tensor], rows: slice, cols: slice) -> Optional[torch.Tensor]:
+        return None if m is None else m[..., rows, cols]
+
+    kp, vp, ks, vs = k[..., :P, :], v[..., :P, :], k[..., P:, :], v[..., P:, :]
+    outs = []
+    if n_pq:
+        outs.append(attend(q[..., :P, :], kp, vp, attn_mask=part(attn_mask, slice(0, P), slice(0, P)),
+                           causal=causal, dropout_p=dropout_p, scale=scale))
+    if Tq > n_pq:
+        qs = q[..., n_pq:, :]
+        own = attend(qs, ks, vs, attn_mask=part(attn_mask, slice(n_pq, Tq), slice(P, Tk)), causal=causal,
+                     dropout_p=dropout_p, scale=scale)
+        prompt = attend(qs, kp, vp, dropout_p=dropout_p, scale=scale)
+        outs.append(own + torch.tanh(gate).to(own.dtype).view(1, -1, 1, 1) * prompt)
+    return outs[0] if len(outs) == 1 else torch.cat(outs, dim=-2)
+
+
+@contextlib.contextmanager
+def prefix_gates(modules: Sequence[Any], prefix_len: int, gates: torch.Tensor) -> Iterator[None]:
+    """Within the block, each attention module of ``modules`` (one per layer, in order; each reads its
+    ``prefix_gate`` attribute) gates the first ``prefix_len`` keys with its row of ``gates`` [layers, heads]
+    (:func:`gated_prefix_attend`)."""
+    if gates.dim() != 2 or gates.shape[0] != len(modules):
+        raise ValueError(f"prefix gates of shape {tuple(gates.shape)}: expected [{len(modules)} layers, heads]")
+    for m, g in zip(modules, gates):
+        m.prefix_gate = (int(prefix_len), g)
+    try:
+        yield
+    finally:
+        for m in modules:
+            m.prefix_gate = None
 
 
 def _use_math(q: torch.Tensor, k: torch.Tensor, dropout_p: float) -> bool:

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..distributed import batch_rand
-from .common import attend, categorical, filter_logits, gumbel_noise, sampling, trunc_normal_
+from .common import attend, categorical, gated_prefix_attend, filter_logits, gumbel_noise, sampling, trunc_normal_
 
 __all__ = ["MaskGITConfig", "MaskGIT", "mask_schedule", "official_unmask_counts", "SAMPLERS"]
 
@@ -138,7 +138,12 @@ class MultiheadSelfAttention(nn.Module):
         B, T, D = x.shape
         qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias).view(B, T, 3, self.heads, D // self.heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        y = attend(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        drop = self.dropout if self.training else 0.0
+        gated = getattr(self, "prefix_gate", None)  # set by common.prefix_gates
+        if gated is None:
+            y = attend(q, k, v, dropout_p=drop)
+        else:
+            y = gated_prefix_attend(q, k, v, prefix_len=gated[0], gate=gated[1], dropout_p=drop)
         return self.out_proj(y.transpose(1, 2).reshape(B, T, D))
 
 
@@ -215,6 +220,10 @@ class MaskGIT(nn.Module):
     @property
     def null_label(self) -> int:
         return self.cfg.num_classes
+
+    def gated_attention(self) -> list[nn.Module]:
+        """The attention module of every layer, in order (what ``common.prefix_gates`` gates)."""
+        return [attn.fn.mha for attn, _ in self.transformer.layers]
 
     def class_tokens(self, labels: Optional[torch.Tensor], batch: int, device) -> torch.Tensor:
         nc = self.cfg.num_classes

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import KVCache, attend, compute_dtype, sample_logits, sampling, trunc_normal_
+from .common import KVCache, attend, compute_dtype, gated_prefix_attend, sample_logits, sampling, trunc_normal_
 
 __all__ = ["VARConfig", "VAR", "build_var_config", "VAR_256_PATCH_NUMS", "VAR_512_PATCH_NUMS"]
 
@@ -136,7 +136,13 @@ class SelfAttention(nn.Module):
             k = F.normalize(k, dim=-1)
         if cache is not None:
             k, v = cache.update(k, v)
-        y = attend(q, k, v, attn_mask=attn_bias, dropout_p=self.attn_drop if self.training else 0.0, scale=self.scale)
+        drop = self.attn_drop if self.training else 0.0
+        gated = getattr(self, "prefix_gate", None)  # set by common.prefix_gates
+        if gated is None:
+            y = attend(q, k, v, attn_mask=attn_bias, dropout_p=drop, scale=self.scale)
+        else:
+            y = gated_prefix_attend(q, k, v, prefix_len=gated[0], gate=gated[1], attn_mask=attn_bias, dropout_p=drop,
+                                    scale=self.scale)
         return self.proj_drop(self.proj(y.transpose(1, 2).reshape(B, T, C)))
 
 
@@ -350,6 +356,10 @@ class VAR(nn.Module):
             x = blk(x, cond, attn_bias)
         return self.get_logits(x[:, P:], cond_BD)
 
+    def gated_attention(self) -> list[nn.Module]:
+        """The attention module of every block, in order (what ``common.prefix_gates`` gates)."""
+        return [blk.attn for blk in self.blocks]
+
     @staticmethod
     def _prefix_bias(attn_bias: torch.Tensor, P: int) -> torch.Tensor:
         """Extend the block-causal bias with P prefix tokens that every token sees and that see only themselves."""
@@ -404,6 +414,8 @@ class VAR(nn.Module):
             raise ValueError("compile / cuda_graphs need the KV cache (use_cache=True)")
         if cuda_graphs and device.type != "cuda":
             raise ValueError(f"cuda_graphs needs the model on a CUDA device; it is on {device}")
+        if (compile or cuda_graphs) and any(getattr(m, "prefix_gate", None) is not None for m in self.gated_attention()):
+            raise ValueError("gated prompts (prefix_gate) run eagerly: sample them without compile / cuda_graphs")
         if labels is not None:
             B = labels.shape[0]
         elif cond_embeds is not None:

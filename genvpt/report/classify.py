@@ -66,13 +66,29 @@ def _label(d: dict) -> str:
     return str(ds.get("label") or ds.get("name") or "target")
 
 
+def _column_labels(results: Sequence[dict]) -> dict[str, str]:
+    """Column name (params classify.datasets) -> the table's label: the dataset's own label, with the column's name
+    added where two columns share a label (the same domain at another size, say)."""
+    first: dict[str, str] = {}  # label -> the first column that has it
+    out: dict[str, str] = {}
+    for d in results:
+        col = str((d.get("dataset") or {}).get("column") or "")
+        if col in out:
+            continue
+        lab = _label(d)
+        owner = first.setdefault(lab, col)
+        out[col] = lab if owner == col else f"{lab} ({col})"
+    return out
+
+
 def classify_rows(results: Sequence[dict], split: str = "test") -> tuple[list[dict], list[str]]:
     """(rows, dataset columns): one row per configuration, ``{"row", "method", "n_seeds", <dataset>: mean,
     <dataset>_std: std, "trainable_params"}`` with accuracies in %."""
     columns: list[str] = []
     rows: dict[str, dict] = {}
+    labels = _column_labels(results)
     for d in results:
-        col = _label(d)
+        col = labels[str((d.get("dataset") or {}).get("column") or "")]
         if col not in columns:
             columns.append(col)
         row = rows.setdefault(d["name"], {"row": d["name"], "method": d.get("method"), "n_seeds": d.get("n_seeds"),
@@ -132,10 +148,12 @@ def _table(rows: Sequence[dict], columns: Sequence[str]) -> tuple[list[str], lis
 def inversion_rows(results: Sequence[dict]) -> list[dict]:
     """One row per configuration with an ``inversion`` block: its settings and every summarised number."""
     out = []
+    labels = _column_labels(results)
     for d in results:
         inv = d.get("inversion")
         if isinstance(inv, dict):
-            out.append({"row": d["name"], "dataset": _label(d), **inv})
+            out.append({"row": d["name"], "dataset": labels[str((d.get("dataset") or {}).get("column") or "")],
+                        **inv})
     return out
 
 

@@ -4,6 +4,9 @@ the ``prefix`` feature (every token sees them; on VAR they see only themselves).
 ``num_tokens`` null: as many tokens as MVP's frame prompts at ``tau`` (backbones with scales), else 32.
 ``init``: ``embeddings`` starts every token at the frozen backbone's mean input embedding of the training data
 (in-distribution tokens, "init from the vocabulary"), ``normal`` at N(0, init_std).
+``gate``: the tokens enter every attention layer through a learned per-layer, per-head gate that starts at 0
+(zero-init gated attention, ``generators.common.gated_prefix_attend``): training starts exactly at the frozen
+backbone, as MVP's zero-initialised frame prompts do, instead of at a network perturbed by the tokens.
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ class PrefilledParams(StrictModel):
     first_scale: bool = False
     init: Literal["embeddings", "normal"] = "embeddings"
     init_std: float = Field(default=0.02, ge=0.0)
+    gate: bool = False
 
 
 class Prefilled(Method):
@@ -32,7 +36,7 @@ class Prefilled(Method):
 
     @classmethod
     def required_features(cls, params: PrefilledParams) -> set[str]:
-        return {"prefix"}
+        return {"prefix", "prefix_gate"} if params.gate else {"prefix"}
 
     def __init__(self, params: PrefilledParams, backbone, info, *, seed: int = 0):
         super().__init__(params, backbone, info, seed=seed)
@@ -48,6 +52,7 @@ class Prefilled(Method):
                 n = 32
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + 17)
         self.tokens = nn.Parameter(torch.randn(int(n), backbone.width, generator=g) * params.init_std)
+        self.gate = nn.Parameter(torch.zeros(*backbone.gate_shape)) if params.gate else None
         self.to(backbone.device)
 
     @property
@@ -72,7 +77,7 @@ class Prefilled(Method):
         self.tokens.copy_(emb[flat].to(self.tokens.dtype))
 
     def injections(self, labels, *, idx=None, drop=None) -> Injections:
-        return Injections(prefix=self.tokens.unsqueeze(0))
+        return Injections(prefix=self.tokens.unsqueeze(0), prefix_gate=self.gate)
 
     def sampling_injections(self, labels) -> Injections:
-        return Injections(prefix=self.tokens.unsqueeze(0))
+        return Injections(prefix=self.tokens.unsqueeze(0), prefix_gate=self.gate)

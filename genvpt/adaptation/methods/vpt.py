@@ -18,13 +18,18 @@ prompt token generator P(c) from a condition c.
   per-sample normalisation by the masked count (MaskGIT).
 
 Instance prompts sample class c from the prompts of that class's training images, in turn.
+
+``gate`` (beyond the released code): with the class token kept, every image token attends to the prompt through
+its own softmax scaled by a learned per-layer, per-head gate that starts at 0 (LLaMA-Adapter's zero-init attention;
+``generators.common.gated_prefix_attend``). Training then starts exactly at the frozen generator, whatever the
+prompts' init, instead of at a frozen network disturbed by tokens it never saw before its class token.
 """
 from __future__ import annotations
 
 from typing import Literal, Optional
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import nn
 
 from ...backbones.base import Injections
@@ -49,6 +54,15 @@ class VPTParams(StrictModel):
     # N(0, init_std), so training starts near the frozen model's conditioning (factorization none / additive)
     init: Literal["normal", "condition"] = "normal"
     replace_class_token: bool = True  # the prompt takes the class token's slot (released code)
+    # zero-init gated prompt attention (needs replace_class_token false: the frozen model keeps its own inputs)
+    gate: bool = False
+
+    @model_validator(mode="after")
+    def _gate_keeps_the_class_token(self) -> "VPTParams":
+        if self.gate and self.replace_class_token:
+            raise ValueError("gate: true needs replace_class_token: false (a gated prompt starts at the frozen "
+                             "model, which needs its class token)")
+        return self
 
 
 class VPT(Method):
@@ -57,7 +71,8 @@ class VPT(Method):
 
     @classmethod
     def required_features(cls, params: VPTParams) -> set[str]:
-        return {"prefix", "replace_condition"} if params.replace_class_token else {"prefix"}
+        need = {"prefix", "replace_condition"} if params.replace_class_token else {"prefix"}
+        return need | {"prefix_gate"} if params.gate else need
 
     def __init__(self, params: VPTParams, backbone, info, *, seed: int = 0):
         super().__init__(params, backbone, info, seed=seed)
@@ -83,6 +98,8 @@ class VPT(Method):
             self.cond_factors = normal(R + 1, p.rank)
             self.basis = normal(p.rank, S, D)
         self.drop = nn.Dropout(p.dropout)
+        # [layers, heads] at 0: the prompt starts shut out of the frozen attention
+        self.gate = nn.Parameter(torch.zeros(*backbone.gate_shape)) if p.gate else None
         if p.condition == "instance":
             self.register_buffer("instance_labels", torch.tensor(info.instance_labels, dtype=torch.long),
                                  persistent=False)
@@ -152,7 +169,7 @@ class VPT(Method):
 
     def injections(self, labels, *, idx=None, drop=None) -> Injections:
         return Injections(prefix=self.prompts(self._rows(labels, idx, drop)),
-                          replace_condition=self.params.replace_class_token)
+                          replace_condition=self.params.replace_class_token, prefix_gate=self.gate)
 
     def _sampling_rows(self, labels: torch.Tensor) -> torch.Tensor:
         if self.params.condition == "class":
@@ -172,4 +189,4 @@ class VPT(Method):
         rows = self._sampling_rows(labels)
         null = torch.full_like(rows, self.rows)
         return Injections(prefix=self.prompts(rows), uncond_prefix=self.prompts(null),
-                          replace_condition=self.params.replace_class_token)
+                          replace_condition=self.params.replace_class_token, prefix_gate=self.gate)
