@@ -230,21 +230,21 @@ def test_report_columns_are_the_datasets_in_params_order(ws, tmp_path):
 
     src = sorted((ws["root"] / "out").glob("*.json"))
     assert src
-    for column, label in (("zeta", "digits"), ("alpha", "shapes-outlined")):
+    for column, label in (("digits", "digits"), ("outlined", "shapes-outlined")):
         for p in src:
             d = read_json(p)
             d["dataset"] = {**d["dataset"], "column": column, "label": label}
             write_json(tmp_path / "scores" / column / p.name, d)
-    shutil.copy(src[0], tmp_path / "scores" / "zeta" / "not-a-summary.txt")
-    results = load_classify_results(tmp_path / "scores", order=list(CONFIGS), dataset_order=["zeta", "alpha"])
+    shutil.copy(src[0], tmp_path / "scores" / "digits" / "not-a-summary.txt")
+    results = load_classify_results(tmp_path / "scores", order=list(CONFIGS), dataset_order=["digits", "outlined"])
     rows, columns = classify_rows(results)
     assert columns == ["digits", "shapes-outlined"], "columns follow classify.datasets, not the folder names"
     assert [r["row"] for r in rows] == list(CONFIGS)
     assert all(r.get("digits") is not None and r.get("shapes-outlined") is not None for r in rows)
     assert "| method | config | digits | shapes-outlined | trainable params |" in classify_markdown(results)
     # a column or row params no longer name is left out of the table
-    kept = load_classify_results(tmp_path / "scores", order=list(CONFIGS)[:1], dataset_order=["zeta"])
-    assert {(r["name"], r["dataset"]["column"]) for r in kept} == {(list(CONFIGS)[0], "zeta")}
+    kept = load_classify_results(tmp_path / "scores", order=list(CONFIGS)[:1], dataset_order=["digits"])
+    assert {(r["name"], r["dataset"]["column"]) for r in kept} == {(list(CONFIGS)[0], "digits")}
 
 
 def test_report_columns_of_one_domain_at_two_sizes_stay_apart(ws, tmp_path):
@@ -264,9 +264,9 @@ def test_report_columns_of_one_domain_at_two_sizes_stay_apart(ws, tmp_path):
     results = load_classify_results(tmp_path / "scores", order=list(CONFIGS),
                                     dataset_order=["target", "textured-large"])
     rows, columns = classify_rows(results)
-    assert columns == ["shapes-textured", "shapes-textured (textured-large)"]
+    assert columns == ["shapes-textured (target)", "shapes-textured (textured-large)"]
     for r in rows:
-        assert r["shapes-textured (textured-large)"] != r["shapes-textured"]
+        assert r["shapes-textured (textured-large)"] != r["shapes-textured (target)"]
     assert {r["dataset"] for r in inversion_rows(results)} <= set(columns)
 
 
@@ -276,7 +276,7 @@ def test_report_section_table_and_best_rule(ws):
     results = load_classify_results(ws["root"] / "out", order=list(CONFIGS))
     assert [r["name"] for r in results] == list(CONFIGS)
     md = classify_markdown(results)
-    assert "| method | config | shapes-textured | trainable params |" in md
+    assert "| method | config | shapes-textured (target) | trainable params |" in md
     assert "Prompt inversion" in md and "± " in md and "(n=2)" in md
     assert "Classification" in classify_html(results) and classify_markdown([]) == ""
     # best only beyond both spreads

@@ -32,6 +32,33 @@ def test_shapes_subset_of_classes_renders_same_images():
     assert sub.class_names == ["star", "circle"] and {r.label for r in star_sub} == {0}
 
 
+def test_new_shape_classes_are_drawn_only_when_named():
+    """NEW_SHAPE_CLASSES (the held-out-classes column) render on request; the default class list stays the source's
+    12, and naming them does not change the images of the others."""
+    from genvpt.datasets.shape_vocab import NEW_SHAPE_CLASSES
+
+    assert ShapesDataset(32, "flat", 1).class_names == list(SHAPE_CLASSES)
+    assert not set(NEW_SHAPE_CLASSES) & set(SHAPE_CLASSES)
+    mixed = ShapesDataset(32, "flat", 3, classes=[*NEW_SHAPE_CLASSES, "star"], seed=1, size_scale=1.6,
+                          rotation_range=0, positions=["center"])
+    recs = list(mixed)
+    assert sorted(r.class_name for r in recs) == sorted([*NEW_SHAPE_CLASSES, "star"] * 3)
+    assert all(r.class_name in r.caption for r in recs)
+    means = {r.class_name: [] for r in recs}
+    for r in recs:  # the shape covers part of the canvas, not none or all of it
+        px = _pixels(r).reshape(-1, 3)
+        means[r.class_name].append(float((np.abs(px - px[0]).sum(1) > 30).mean()))
+    assert all(0.05 < m < 0.9 for v in means.values() for m in v), means
+    star_alone = [r for r in ShapesDataset(32, "flat", 3, classes=["star", "circle"], seed=1, size_scale=1.6,
+                                            rotation_range=0, positions=["center"]) if r.class_name == "star"]
+    star_mixed = [r for r in recs if r.class_name == "star"]
+    assert [r.source_id for r in star_mixed] == [r.source_id for r in star_alone]
+    assert all(np.array_equal(_pixels(x), _pixels(y)) for x, y in zip(star_mixed, star_alone))
+    with pytest.raises(Exception, match="never appear in the source domain"):
+        DatasetParams(shapes={"classes": ["circle", "octagon"]})
+    assert DatasetParams(shapes={"classes": ["tee", "ell"]}).shapes.classes == ["tee", "ell"]
+
+
 def test_shapes_class_balance_and_size():
     ds = ShapesDataset(24, "outlined", 4, seed=0)
     recs = list(ds)

@@ -152,6 +152,8 @@ class ClassifyParams(StrictModel):
     datasets: dict[str, Any] = Field(default_factory=lambda: {
         "target": {}, "textured-large": {"shapes": {"images_per_class": 400}},
         "outlined": {"name": "shapes", "path": None, "shapes": {"domain": "outlined"}},
+        "held-out-classes": {"shapes": {"domain": "flat", "images_per_class": 400, "classes": [
+            "trapezoid", "parallelogram", "semicircle", "hourglass", "ell", "tee"]}},
         "digits": {"name": "digits", "path": None}})
     inversion: InversionParams = InversionParams()
 

@@ -13,7 +13,7 @@ from typing import Any, Literal, Mapping, Optional
 from pydantic import Field, field_validator, model_validator
 
 from ..schema import StrictModel
-from .shape_vocab import COLOURS, POSITIONS, SHAPE_CLASSES, SIZES, colour_pairs
+from .shape_vocab import ALL_SHAPE_CLASSES, COLOURS, NEW_SHAPE_CLASSES, POSITIONS, SHAPE_CLASSES, SIZES, colour_pairs
 
 __all__ = [
     "SHAPE_CLASSES",
@@ -98,9 +98,10 @@ class ShapesParams(StrictModel):
     def _known_classes(cls, v: Optional[list[str]]) -> Optional[list[str]]:
         if v is None:
             return v
-        unknown = [c for c in v if c not in SHAPE_CLASSES]
+        unknown = [c for c in v if c not in ALL_SHAPE_CLASSES]
         if unknown:
-            raise ValueError(f"unknown shape classes {unknown}; allowed: {', '.join(SHAPE_CLASSES)}")
+            raise ValueError(f"unknown shape classes {unknown}; allowed: {', '.join(ALL_SHAPE_CLASSES)} (the last "
+                             f"{len(NEW_SHAPE_CLASSES)} never appear in the source domain)")
         if len(set(v)) != len(v) or len(v) < 2:
             raise ValueError("classes must be at least two distinct names")
         return v

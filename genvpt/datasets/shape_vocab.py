@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-__all__ = ["SHAPE_CLASSES", "COLOURS", "POSITIONS", "SIZES", "TEXTURES", "colour_pairs", "far", "secondary"]
+__all__ = ["SHAPE_CLASSES", "NEW_SHAPE_CLASSES", "ALL_SHAPE_CLASSES", "COLOURS", "POSITIONS", "SIZES", "TEXTURES", "colour_pairs", "far", "secondary"]
 
 # The procedurally generated dataset's classes (genvpt/datasets/shapes.py draws each of them).
 SHAPE_CLASSES = (
@@ -25,6 +25,17 @@ SHAPE_CLASSES = (
     "arrow",
     "ring",
 )
+# Shapes the source domain never has (``classes: null`` means SHAPE_CLASSES only): a ``classes`` list may name them,
+# for columns of classes the source-trained models never saw (classify.datasets.held-out-classes).
+NEW_SHAPE_CLASSES = (
+    "trapezoid",
+    "parallelogram",
+    "semicircle",
+    "hourglass",
+    "ell",
+    "tee",
+)
+ALL_SHAPE_CLASSES = SHAPE_CLASSES + NEW_SHAPE_CLASSES
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40),
     "green": (40, 170, 60),

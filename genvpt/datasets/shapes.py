@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from .base import Record
-from .shape_vocab import COLOURS, POSITIONS, SHAPE_CLASSES, SIZES, TEXTURES, colour_pairs
+from .shape_vocab import ALL_SHAPE_CLASSES, COLOURS, POSITIONS, SHAPE_CLASSES, SIZES, TEXTURES, colour_pairs
 from .shape_vocab import far as _far, secondary as _secondary
 
 __all__ = ["ShapesDataset", "ShapeAttributes", "SHAPE_CLASSES", "COLOURS", "POSITIONS", "TEXTURES", "SIZES",
@@ -139,8 +139,16 @@ POLYGONS = {
     "heart": _heart(),
     "crescent": _crescent(),
     "arrow": _arrow(),
+    # NEW_SHAPE_CLASSES: never in the source domain
+    "trapezoid": [(-1, 0.6), (1, 0.6), (0.5, -0.6), (-0.5, -0.6)],
+    "parallelogram": [(-1, 0.55), (0.4, 0.55), (1, -0.55), (-0.4, -0.55)],
+    "semicircle": [(math.cos(math.pi + math.pi * k / 32), 0.45 + math.sin(math.pi + math.pi * k / 32))
+                   for k in range(33)],
+    "hourglass": [(-0.75, -1), (0.75, -1), (0.12, 0), (0.75, 1), (-0.75, 1), (-0.12, 0)],
+    "ell": [(-0.65, -1), (-0.15, -1), (-0.15, 0.5), (0.75, 0.5), (0.75, 1), (-0.65, 1)],
+    "tee": [(-1, -1), (1, -1), (1, -0.5), (0.25, -0.5), (0.25, 1), (-0.25, 1), (-0.25, -0.5), (-1, -0.5)],
 }
-assert set(POLYGONS) | {"circle", "ring"} == set(SHAPE_CLASSES)
+assert set(POLYGONS) | {"circle", "ring"} == set(ALL_SHAPE_CLASSES)
 _EXTENT = {k: max(math.hypot(x, y) for x, y in v) for k, v in POLYGONS.items()}  # farthest vertex / radius
 
 
@@ -253,7 +261,8 @@ class ShapesDataset:
 
     def _rng(self, shape: str, i: int) -> np.random.Generator:
         # keyed by the class *name*, so a subset of classes renders the same images as the full set
-        return np.random.default_rng([self.seed, SHAPE_CLASSES.index(shape), i, ("flat", "textured", "outlined").index(self.domain)])
+        return np.random.default_rng([self.seed, ALL_SHAPE_CLASSES.index(shape), i,
+                                      ("flat", "textured", "outlined").index(self.domain)])
 
     def attributes(self, shape: str, i: int) -> ShapeAttributes:
         return sample_attributes(self._rng(shape, i), shape, self.domain, self.max_count, self.colours, self.rotation_range,

@@ -67,8 +67,9 @@ def _label(d: dict) -> str:
 
 
 def _column_labels(results: Sequence[dict]) -> dict[str, str]:
-    """Column name (params classify.datasets) -> the table's label: the dataset's own label, with the column's name
-    added where two columns share a label (the same domain at another size, say)."""
+    """Column name (params classify.datasets) -> the table's label: the dataset's own label (``shapes-outlined``,
+    ``digits``), followed by the column's name where the label does not already say it (``shapes-textured (target)``,
+    ``shapes-flat (held-out-classes)``) or where two columns would otherwise share a label."""
     first: dict[str, str] = {}  # label -> the first column that has it
     out: dict[str, str] = {}
     for d in results:
@@ -76,6 +77,8 @@ def _column_labels(results: Sequence[dict]) -> dict[str, str]:
         if col in out:
             continue
         lab = _label(d)
+        if col and col not in lab:
+            lab = f"{lab} ({col})"
         owner = first.setdefault(lab, col)
         out[col] = lab if owner == col else f"{lab} ({col})"
     return out
