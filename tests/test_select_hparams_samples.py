@@ -110,8 +110,9 @@ def test_samples_criterion_records_the_val_numbers_and_follows_the_rule(runs):
         assert rec["val_n_samples"] == 12  # 4 per class x 3 classes
     for row in r["rows"]:
         assert LOSS_ROW_KEYS <= set(row) and math.isfinite(row["val_loss_after"])
-    # the adapted sets differ from each other and from the frozen backbone's: each candidate was sampled itself
-    assert _set(r["rows"][0]) != _set(r["rows"][1]) and _set(frozen) not in [_set(x) for x in r["rows"]]
+    # the adapted sets differ from each other, and the large-lr one from the frozen backbone's: each candidate was
+    # sampled itself (a gated prompt starts at the frozen model, so at lr 0.001 its few steps may still sample as it)
+    assert _set(r["rows"][0]) != _set(r["rows"][1]) and _set(frozen) != _set(r["rows"][1])
     # the chosen value follows the rule given the recorded numbers
     thr = 0.5 * frozen["val_class_accuracy"]
     assert r["min_class_accuracy"] == 0.5 and r["class_accuracy_threshold"] == pytest.approx(thr)
