@@ -50,7 +50,7 @@ def test_prefix_gates_sets_and_clears_every_layer():
         assert all(a.prefix_gate[0] == 2 for a in m.gated_attention())
     assert all(a.prefix_gate is None for a in m.gated_attention())
     with pytest.raises(ValueError, match="expected \\[2 layers, heads\\]"):
-        with prefix_gates(m.gated_attention(), 2, torch.zeros(3, 2)):
+        with prefix_gates(m.gated_attention(), 2, torch.zeros(3, 2)):  # checked on entering
             pass
 
 

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import KVCache, attend, gated_prefix_attend, sample_logits, sampling
+from .common import KVCache, attend, sample_logits, sampling
 from .orders import Order
 
 log = logging.getLogger(__name__)
@@ -77,6 +77,8 @@ class ARConfig:
 
 
 class CausalSelfAttention(nn.Module):
+    prefix_gate = None  # (prompt length, gates [heads]) while common.prefix_gates is active
+
     def __init__(self, cfg: ARConfig):
         super().__init__()
         C = cfg.n_embd
@@ -102,12 +104,8 @@ class CausalSelfAttention(nn.Module):
         v = self.value(x).view(B, T, h, C // h).transpose(1, 2)
         if cache is not None:
             k, v = cache.update(k, v)
-        drop = self.attn_drop if self.training else 0.0
-        gated = getattr(self, "prefix_gate", None)  # set by common.prefix_gates
-        if gated is None:
-            y = attend(q, k, v, causal=True, dropout_p=drop)
-        else:
-            y = gated_prefix_attend(q, k, v, prefix_len=gated[0], gate=gated[1], causal=True, dropout_p=drop)
+        y = attend(q, k, v, causal=True, dropout_p=self.attn_drop if self.training else 0.0,
+                   prefix_gate=self.prefix_gate)
         y = y.transpose(1, 2).reshape(B, T, C)
         return self.resid_drop(self.proj(y))
 

@@ -115,12 +115,18 @@ def attend(
     causal: bool = False,
     dropout_p: float = 0.0,
     scale: Optional[float] = None,
+    prefix_gate: Optional[tuple[int, torch.Tensor]] = None,
 ) -> torch.Tensor:
     """Scaled dot-product attention on ``[B, H, T, D]`` (torch SDPA, or the explicit product on CPU for short
     sequences; see ``MATH_ATTENTION_MAX_ENTRIES``). ``attn_mask``: boolean (True = attend) or additive float.
 
     ``causal`` with a query chunk shorter than the keys (cached decoding) aligns the chunk to the END of the keys.
+    ``prefix_gate`` (prompt length, gates [H]), as :func:`prefix_gates` sets it on an attention module: the first
+    keys are a gated prompt (:func:`gated_prefix_attend`).
     """
+    if prefix_gate is not None:
+        return gated_prefix_attend(q, k, v, prefix_len=prefix_gate[0], gate=prefix_gate[1], attn_mask=attn_mask,
+                                   causal=causal, dropout_p=dropout_p, scale=scale)
     Tq, Tk = q.shape[-2], k.shape[-2]
     explicit = _use_math(q, k, dropout_p)
     if causal and (Tq != Tk or explicit):
@@ -192,8 +198,8 @@ def gated_prefix_attend(
 
 @contextlib.contextmanager
 def prefix_gates(modules: Sequence[Any], prefix_len: int, gates: torch.Tensor) -> Iterator[None]:
-    """Within the block, each attention module of ``modules`` (one per layer, in order; each reads its
-    ``prefix_gate`` attribute) gates the first ``prefix_len`` keys with its row of ``gates`` [layers, heads]
+    """Within the block, each attention module of ``modules`` (one per layer, in order; each passes its
+    ``prefix_gate`` attribute, None outside the block, to :func:`attend`) gates the first ``prefix_len`` keys with its row of ``gates`` [layers, heads]
     (:func:`gated_prefix_attend`)."""
     if gates.dim() != 2 or gates.shape[0] != len(modules):
         raise ValueError(f"prefix gates of shape {tuple(gates.shape)}: expected [{len(modules)} layers, heads]")

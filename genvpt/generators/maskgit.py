@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..distributed import batch_rand
-from .common import attend, categorical, gated_prefix_attend, filter_logits, gumbel_noise, sampling, trunc_normal_
+from .common import attend, categorical, filter_logits, gumbel_noise, sampling, trunc_normal_
 
 __all__ = ["MaskGITConfig", "MaskGIT", "mask_schedule", "official_unmask_counts", "SAMPLERS"]
 
@@ -123,6 +123,8 @@ class MaskGITConfig:
 class MultiheadSelfAttention(nn.Module):
     """Parameters named as ``nn.MultiheadAttention`` (packed ``in_proj``), computed with SDPA."""
 
+    prefix_gate = None  # (prompt length, gates [heads]) while common.prefix_gates is active
+
     def __init__(self, dim: int, heads: int, dropout: float):
         super().__init__()
         if dim % heads:
@@ -138,12 +140,7 @@ class MultiheadSelfAttention(nn.Module):
         B, T, D = x.shape
         qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias).view(B, T, 3, self.heads, D // self.heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        drop = self.dropout if self.training else 0.0
-        gated = getattr(self, "prefix_gate", None)  # set by common.prefix_gates
-        if gated is None:
-            y = attend(q, k, v, dropout_p=drop)
-        else:
-            y = gated_prefix_attend(q, k, v, prefix_len=gated[0], gate=gated[1], dropout_p=drop)
+        y = attend(q, k, v, dropout_p=self.dropout if self.training else 0.0, prefix_gate=self.prefix_gate)
         return self.out_proj(y.transpose(1, 2).reshape(B, T, D))
 
 

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import KVCache, attend, compute_dtype, gated_prefix_attend, sample_logits, sampling, trunc_normal_
+from .common import KVCache, attend, compute_dtype, sample_logits, sampling, trunc_normal_
 
 __all__ = ["VARConfig", "VAR", "build_var_config", "VAR_256_PATCH_NUMS", "VAR_512_PATCH_NUMS"]
 
@@ -106,6 +106,8 @@ class DropPath(nn.Module):
 
 
 class SelfAttention(nn.Module):
+    prefix_gate = None  # (prompt length, gates [heads]) while common.prefix_gates is active
+
     def __init__(self, C: int, heads: int, attn_drop: float, proj_drop: float, l2_norm: bool):
         super().__init__()
         if C % heads:
@@ -136,13 +138,8 @@ class SelfAttention(nn.Module):
             k = F.normalize(k, dim=-1)
         if cache is not None:
             k, v = cache.update(k, v)
-        drop = self.attn_drop if self.training else 0.0
-        gated = getattr(self, "prefix_gate", None)  # set by common.prefix_gates
-        if gated is None:
-            y = attend(q, k, v, attn_mask=attn_bias, dropout_p=drop, scale=self.scale)
-        else:
-            y = gated_prefix_attend(q, k, v, prefix_len=gated[0], gate=gated[1], attn_mask=attn_bias, dropout_p=drop,
-                                    scale=self.scale)
+        y = attend(q, k, v, attn_mask=attn_bias, dropout_p=self.attn_drop if self.training else 0.0, scale=self.scale,
+                   prefix_gate=self.prefix_gate)
         return self.proj_drop(self.proj(y.transpose(1, 2).reshape(B, T, C)))
 
 
@@ -414,7 +411,7 @@ class VAR(nn.Module):
             raise ValueError("compile / cuda_graphs need the KV cache (use_cache=True)")
         if cuda_graphs and device.type != "cuda":
             raise ValueError(f"cuda_graphs needs the model on a CUDA device; it is on {device}")
-        if (compile or cuda_graphs) and any(getattr(m, "prefix_gate", None) is not None for m in self.gated_attention()):
+        if (compile or cuda_graphs) and any(m.prefix_gate is not None for m in self.gated_attention()):
             raise ValueError("gated prompts (prefix_gate) run eagerly: sample them without compile / cuda_graphs")
         if labels is not None:
             B = labels.shape[0]

@@ -46,19 +46,21 @@ def load_classify_results(classify_dir: str | os.PathLike | None, order: Optiona
     pos = {n: i for i, n in enumerate(order or [])}
     dpos = {n: i for i, n in enumerate(dataset_order or [])}
 
-    def column(d: dict) -> str:
-        return str((d.get("dataset") or {}).get("column") or "")
-
     # files of configurations / datasets that params no longer name (a removed row or column) are left out, logged
     stale = [d for d in out if (order is not None and d["name"] not in pos)
-             or (dataset_order is not None and column(d) and column(d) not in dpos)]
+             or (dataset_order is not None and _column(d) and _column(d) not in dpos)]
     if stale:
         log.warning("classification results not in params classify.configs / classify.datasets, left out of the "
-                    "report: %s", ", ".join(sorted(f"{column(d) or '?'}/{d['name']}" for d in stale)))
+                    "report: %s", ", ".join(sorted(f"{_column(d) or '?'}/{d['name']}" for d in stale)))
         out = [d for d in out if not any(d is x for x in stale)]
 
-    return sorted(out, key=lambda d: (pos.get(d["name"], len(pos)), d["name"], dpos.get(column(d), len(dpos)),
-                                      column(d)))
+    return sorted(out, key=lambda d: (pos.get(d["name"], len(pos)), d["name"], dpos.get(_column(d), len(dpos)),
+                                      _column(d)))
+
+
+def _column(d: dict) -> str:
+    """The result's column name in params classify.datasets ("" for a result that does not record it)."""
+    return str((d.get("dataset") or {}).get("column") or "")
 
 
 def _label(d: dict) -> str:
@@ -73,15 +75,19 @@ def _column_labels(results: Sequence[dict]) -> dict[str, str]:
     first: dict[str, str] = {}  # label -> the first column that has it
     out: dict[str, str] = {}
     for d in results:
-        col = str((d.get("dataset") or {}).get("column") or "")
+        col = _column(d) or _label(d)  # a result without a column name is its own label's column
         if col in out:
             continue
         lab = _label(d)
-        if col and col not in lab:
+        if col not in lab:
             lab = f"{lab} ({col})"
         owner = first.setdefault(lab, col)
         out[col] = lab if owner == col else f"{lab} ({col})"
     return out
+
+
+def _column_label(labels: dict[str, str], d: dict) -> str:
+    return labels[_column(d) or _label(d)]
 
 
 def classify_rows(results: Sequence[dict], split: str = "test") -> tuple[list[dict], list[str]]:
@@ -91,7 +97,7 @@ def classify_rows(results: Sequence[dict], split: str = "test") -> tuple[list[di
     rows: dict[str, dict] = {}
     labels = _column_labels(results)
     for d in results:
-        col = labels[str((d.get("dataset") or {}).get("column") or "")]
+        col = _column_label(labels, d)
         if col not in columns:
             columns.append(col)
         row = rows.setdefault(d["name"], {"row": d["name"], "method": d.get("method"), "n_seeds": d.get("n_seeds"),
@@ -155,8 +161,7 @@ def inversion_rows(results: Sequence[dict]) -> list[dict]:
     for d in results:
         inv = d.get("inversion")
         if isinstance(inv, dict):
-            out.append({"row": d["name"], "dataset": labels[str((d.get("dataset") or {}).get("column") or "")],
-                        **inv})
+            out.append({"row": d["name"], "dataset": _column_label(labels, d), **inv})
     return out
 
 

@@ -58,10 +58,12 @@ class VPTParams(StrictModel):
     gate: bool = False
 
     @model_validator(mode="after")
-    def _gate_keeps_the_class_token(self) -> "VPTParams":
+    def _compatible(self) -> "VPTParams":
         if self.gate and self.replace_class_token:
             raise ValueError("gate: true needs replace_class_token: false (a gated prompt starts at the frozen "
                              "model, which needs its class token)")
+        if self.init == "condition" and self.factorization == "product":
+            raise ValueError("vpt init 'condition' needs factorization none or additive")
         return self
 
 
@@ -113,8 +115,6 @@ class VPT(Method):
     def setup(self, ctx) -> None:
         p = self.params
         gain = p.factorization == "additive" and p.norm_gain == "embedding"
-        if p.init == "condition" and p.factorization == "product":
-            raise ValueError("vpt init 'condition' needs factorization none or additive")
         if not gain and p.init != "condition":
             return
         emb = self.row_embeddings()  # [R+1, D]
